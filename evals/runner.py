@@ -46,10 +46,8 @@ def evaluate(
     rank, world = shard
     mine = list(range(rank, len(samples), world))
     outputs = _run_all(backend, [per_sample[i] for i in mine])
-    rows = [
-        {"id": samples[i].id, "prompt": _prompt_record(per_sample[i]), **task.score(samples[i], outs)}
-        for i, outs in zip(mine, outputs)
-    ]
+    scored = task.score_all([samples[i] for i in mine], outputs)
+    rows = [{"id": samples[i].id, "prompt": _prompt_record(per_sample[i]), **row} for i, row in zip(mine, scored)]
     if world > 1:
         gathered = gather(_plain([(i, row) for i, row in zip(mine, rows)]))
         if gathered is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,6 +44,10 @@ class Task(ABC):
     @abstractmethod
     def score(self, sample: Sample, outputs: list[Output]) -> dict[str, Any]:
         """One samples.jsonl row (without id and prompt, which the runner adds)."""
+
+    def score_all(self, samples: Sequence[Sample], outputs: Sequence[list[Output]]) -> list[dict[str, Any]]:
+        """Rows for many samples; tasks whose scoring is costly (running code) override it to work in parallel."""
+        return [self.score(sample, outs) for sample, outs in zip(samples, outputs)]
 
     @abstractmethod
     def summarize(self, records: pd.DataFrame) -> dict[str, Any]:

@@ -39,7 +39,6 @@ speaker labels are ours (LongBench's transcripts come from its own rebuild).
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ import pandas as pd
 
 from evals.errors import EvalError
 from evals.hub import load_hub_dataset
+from evals.jsonl_files import read_jsonl
 from evals.metrics import mean_stderr
 from evals.rouge import rouge_l, rouge_l_longbench
 from evals.task import Task
@@ -85,28 +85,6 @@ class Fit:
 
 
 # ---- data ------------------------------------------------------------------------------
-
-
-def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """("<file>: line N", object) for each non-blank line."""
-    if not path.is_file():
-        raise EvalError(f"Missing data file: {path}")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EvalError(f"{where} is not valid JSON ({error.msg} at column {error.colno})") from error
-            if not isinstance(row, dict):
-                raise EvalError(f"{where} is not a JSON object")
-            rows.append((where, row))
-    if not rows:
-        raise EvalError(f"{path}: the file has no data rows")
-    return rows
 
 
 def rebuild_transcripts(short_rows: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, int]]:

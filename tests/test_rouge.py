@@ -7,8 +7,8 @@ from collections import defaultdict
 
 import pytest
 
+from evals.jsonl_files import read_jsonl
 from evals.rouge import characters, jieba_words, rouge_l, rouge_l_longbench
-from tasks.vcsum import read_jsonl
 
 REF = "今天我们讨论了明年的预算"
 PRED = "我们明天讨论预算"

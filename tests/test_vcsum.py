@@ -12,11 +12,12 @@ import pytest
 from evals.backends.fake import FakeBackend
 from evals.backends.prompting import PromptEncoder
 from evals.errors import EvalError
+from evals.jsonl_files import read_jsonl
 from evals.prompts import QWEN_DEFAULT_SYSTEM
 from evals.runner import evaluate
 from evals.truncation import BOUNDARY_STEPS, bind_model_tokenizer, keep_head_and_tail, long_context_config_overrides
 from tasks import vcsum
-from tasks.vcsum import PROMPT, VCSUM, read_jsonl, read_release
+from tasks.vcsum import PROMPT, VCSUM, read_release
 from tests.conftest import qwen_tokenizer_files
 
 N_MEETINGS = {"dev": 22, "test": 26}
