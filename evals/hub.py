@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -57,4 +58,18 @@ def load_hub_dataset(repo_id: str, name: str | None, split: str, revision: str, 
         raise EvalError(
             f"Could not load dataset '{repo_id}' (config {name!r}, split {split!r}, revision {revision!r}): "
             f"{error}. Point {local_option} at a local copy instead."
+        ) from error
+
+
+def download_hub_file(repo_id: str, filename: str, repo_type: str, revision: str, local_option: str) -> Path:
+    """One file of a hub repository (cached by huggingface_hub), with readable failures."""
+    require_hub(repo_type, repo_id, local_option)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, revision=revision))
+    except Exception as error:  # network, auth and missing-file errors all mean "could not download"
+        raise EvalError(
+            f"Could not download {filename} from the {repo_type} '{repo_id}' (revision {revision!r}): {error}. "
+            f"Point {local_option} at a local copy instead."
         ) from error

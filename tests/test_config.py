@@ -34,7 +34,9 @@ def test_precisions_instantiate(precision):
 @pytest.mark.parametrize("task", choices("task"))
 def test_tasks_instantiate_with_local_data(task, shared_data):
     built = instantiate(composed(f"task={task}", f"data_dir={shared_data}").task)
-    assert built.name == task and Path(built.data_dir) == shared_data / task
+    # a benchmark without its own folder (react: Qwen's exam is not public) gets data_dir itself
+    expected = shared_data / task if (shared_data / task).is_dir() else shared_data
+    assert built.name == task and Path(built.data_dir) == expected
 
 
 @pytest.mark.parametrize("model", [m for m in choices("model") if m != "hf"])
