@@ -144,12 +144,19 @@ def test_data_parallel_over_two_processes_equals_one(tiny_qwen2, shared_data, tm
     assert summaries[0]["metrics"] == summaries[1]["metrics"]
 
 
-def test_sharded_sweep_jobs_merge_into_the_one_process_result(tiny_qwen2, shared_data, tmp_path):
+@pytest.mark.parametrize(
+    ("launcher", "launch_message"),
+    [("local-parallel", "Joblib.Parallel"), ("ray", "Ray is launching 2 jobs")],  # local processes; a local Ray
+)
+def test_sharded_sweep_jobs_merge_into_the_one_process_result(
+    launcher, launch_message, tiny_qwen2, shared_data, tmp_path
+):
     common = ["model=hf", f"model.path={tiny_qwen2}", "precision=fp32", f"data_dir={shared_data}", "limit=2",
               "task=ceval", "task.protocol=base_5shot", "canary=0"]  # fmt: skip
-    sweep = run_eval("-m", "hydra/launcher=local-parallel", *common, "shard.count=2", "shard.index=0,1",
+    sweep = run_eval("-m", f"hydra/launcher={launcher}", *common, "shard.count=2", "shard.index=0,1",
                      f"output_dir={tmp_path}/sharded", f"hydra.sweep.dir={tmp_path}/sweep")  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert launch_message in sweep.stdout + sweep.stderr
     assert sorted(p.name for p in (tmp_path / "sharded" / "shards").iterdir()) == ["0-of-2.jsonl", "1-of-2.jsonl"]
     one = run_eval(*common, f"output_dir={tmp_path}/one")
     assert one.returncode == 0, one.stderr
