@@ -29,6 +29,7 @@ from evals.backends.hf import HFBackend  # noqa: E402
 from evals.precision import Precision  # noqa: E402
 from evals.prompts import LETTERS  # noqa: E402
 from evals.types import Generate, LogLikelihood  # noqa: E402
+from tasks.gsm8k import GSM8K  # noqa: E402
 from tasks.mmlu import MMLU  # noqa: E402
 
 H100_BF16_FLOPS = 800e12
@@ -62,8 +63,9 @@ def mc_requests(data_dir: Path, n: int) -> tuple[list[LogLikelihood], list[str]]
 
 
 def gen_prompts(data_dir: Path, n: int, backend: HFBackend) -> list[str]:
-    lines = (data_dir / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()[:n]
-    return [backend.render([{"role": "user", "content": json.loads(line)["question"]}]) for line in lines]
+    """The task's chat_0shot requests, rendered to text by our chat format so both harnesses get the same string."""
+    task = GSM8K("chat_0shot", data_dir=str(data_dir / "gsm8k"))
+    return [backend.render(task.requests(s)[0].prompt) for s in task.load(limit=n)]
 
 
 def run_lm_eval(python: str, spec: dict) -> dict:
