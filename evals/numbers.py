@@ -11,6 +11,10 @@ Two readings of a reply, reported side by side:
 
 Both return the number as a `Decimal`, so "1,000", "1000" and "1000.00" are the
 same answer; `same_number` compares with Qwen's absolute tolerance of 1e-4.
+
+A third reading, `last_digit_run`, is the rule of Qwen's scripts at the card's
+version (protocols.md, GSM8K, versions A and B): the last run of digits, as
+text, for the reply and the gold alike ("1,000" reads as "000", "-3" as "3").
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from decimal import Decimal, InvalidOperation
 # need exactly three digits each ("1,000" yes; "1,2" is two numbers).
 NUMBER = r"(?:(?<![\w.])[-\u2212])?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
 NUMBER_RE = re.compile(NUMBER)
+DIGIT_RUN_RE = re.compile(r"\d+")
 STRICT_RE = re.compile(rf"(?:(?i:the answer is)|####)\s*:?\s*\$?\s*({NUMBER})")
 TOLERANCE = Decimal("1e-4")
 
@@ -76,3 +81,9 @@ def last_number(text: str) -> NumberMatch | None:
 
 def same_number(a: Decimal | None, b: Decimal | None) -> bool:
     return a is not None and b is not None and abs(a - b) <= TOLERANCE
+
+
+def last_digit_run(text: str) -> str | None:
+    """The last run of digits in the text, signs, separators and decimals ignored."""
+    found = DIGIT_RUN_RE.findall(text)
+    return found[-1] if found else None

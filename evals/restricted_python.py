@@ -614,18 +614,4 @@ class _Interpreter:
             raise _RuntimeFailure(f"a {type(key).__name__} cannot be a dict key") from None
 
 
-def called_names(code: str) -> list[str]:
-    """Names of the functions a program calls by plain name, in order of first call (parse only)."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return []
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    calls.sort(key=lambda n: (n.lineno, n.col_offset))
-    seen: dict[str, None] = {}
-    for call in calls:
-        seen.setdefault(call.func.id, None)  # type: ignore[union-attr]
-    return list(seen)
-
-
-__all__ = ["DEFAULT_BUILTINS", "InterpreterError", "RunResult", "called_names", "run"]
+__all__ = ["DEFAULT_BUILTINS", "InterpreterError", "RunResult", "run"]

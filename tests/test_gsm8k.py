@@ -15,7 +15,7 @@ from evals.backends.fake import FakeBackend
 from evals.errors import EvalError
 from evals.numbers import last_number, parse_number, same_number, strict_answer
 from evals.runner import evaluate
-from evals.types import Generate
+from evals.types import Generate, Sample
 from tasks.gsm8k import BASE_STOP, GSM8K, build_prompt_file, four_shot_block, parse_problem
 from tests.conftest import REPO
 
@@ -41,9 +41,27 @@ def test_oracle_scores_one_and_wrong_answers_zero_on_all_1319(gsm8k_dir, protoco
     metrics = oracle.summary["metrics"]
     assert len(oracle.records) == 1319
     assert metrics["strict_accuracy"] == metrics["flexible_accuracy"] == metrics["accuracy"] == 1.0
+    assert metrics["card_rule_accuracy"] == 1.0
     assert metrics["unparsed_rate"] == metrics["strict_unparsed_rate"] == 0.0
     wrong = evaluate(task, FakeBackend(policy="script", script=one_more)).summary["metrics"]
-    assert wrong["strict_accuracy"] == wrong["flexible_accuracy"] == 0.0
+    assert wrong["strict_accuracy"] == wrong["flexible_accuracy"] == wrong["card_rule_accuracy"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "reply, gold, card_rule, flexible",
+    [
+        ("The answer is 1,000.", "1000", False, True),  # the card's rule reads "000"
+        ("So 1,000 in all.", "1,000", True, True),  # ...and so does its gold
+        ("It drops to -10", "-10", True, True),
+        ("It drops to 10", "-10", True, False),  # signs are ignored by the card's rule
+        ("3.5 each", "3.5", True, True),
+    ],
+)
+def test_the_card_era_rule_is_reported_beside_the_others(reply, gold, card_rule, flexible):
+    task = GSM8K("chat_0shot")
+    problem = parse_problem(0, {"question": "q?", "answer": f"work\n#### {gold}"}, "test.jsonl: line 1")
+    row = task.score(Sample(id="0", target=gold, metadata={"problem": problem}), [reply])
+    assert (row["card_rule_correct"], row["correct"]) == (card_rule, flexible)
 
 
 def test_empty_replies_are_unparsed_not_errors(gsm8k_dir):

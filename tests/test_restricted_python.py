@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from evals.restricted_python import called_names, run
+from evals.restricted_python import run
 
 
 def echo(text, mode="plain"):
@@ -170,12 +170,3 @@ def test_runtime_errors_of_operations_are_contained():
 
 def test_tools_stay_callable_when_a_variable_shadows_their_name():
     assert run("echo = 'x'\nresult = echo('y')", TOOLS).value == "echo(y, plain)"
-
-
-def test_called_names_in_order_of_first_call():
-    assert called_names("a = text_reader(summarizer(text))\nprint(a)\nb = summarizer(a)") == [
-        "text_reader",
-        "summarizer",
-        "print",
-    ]
-    assert called_names("not python (") == []
