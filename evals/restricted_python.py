@@ -45,7 +45,7 @@ import ast
 import operator
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,38 +271,27 @@ class _Interpreter:
         iterable = self.expr(node.iter)
         if not isinstance(iterable, (list, tuple, str, range, dict)):
             raise _RuntimeFailure(f"cannot loop over a {type(iterable).__name__}")
-        value = None
-        for item in iterable:
-            self.iterate()
-            self.assign(node.target, item)
-            broke, line_value = self.iteration(node.body)
-            if broke:
-                break
-            if line_value is not None:
-                value = line_value
-        return value
+        return self.repeat(node.body, (self.assign(node.target, item) for item in iterable))
 
     def loop_while(self, node: ast.While) -> Any:
         if node.orelse:
             raise InterpreterError("while ... else is outside the supported subset")
+        return self.repeat(node.body, iter(lambda: self.truth(self.expr(node.test)), False))
+
+    def repeat(self, body: list[ast.stmt], passes: Iterator[Any]) -> Any:
+        """Run `body` once per item of `passes` (which binds the loop variable or tests the condition)."""
         value = None
-        while self.truth(self.expr(node.test)):
+        for _ in passes:
             self.iterate()
-            broke, line_value = self.iteration(node.body)
-            if broke:
+            try:
+                line_value = self.block(body)
+            except _Break:
                 break
+            except _Continue:
+                continue
             if line_value is not None:
                 value = line_value
         return value
-
-    def iteration(self, body: list[ast.stmt]) -> tuple[bool, Any]:
-        """One pass over a loop body: (whether it broke out, the value it produced)."""
-        try:
-            return False, self.block(body)
-        except _Break:
-            return True, None
-        except _Continue:
-            return False, None
 
     def iterate(self) -> None:
         self.iterations += 1
