@@ -37,6 +37,13 @@ class CardEntry:
     source: str = ""
     note: str = ""
     table: str = "main"
+    run_metric: str | None = None
+    """The run's metric to compare with when it is not `metric` itself: the reading that
+    reproduces the card's rule (GSM8K: `card_rule_accuracy`, the card-era answer reading)."""
+
+    @property
+    def compared_metric(self) -> str:
+        return self.run_metric or self.metric
 
     @property
     def label(self) -> str:
@@ -110,14 +117,15 @@ def run_value(run: pd.Series, entry: CardEntry) -> tuple[float, float, float]:
         value, se = rows[0]["accuracy"], rows[0].get("stderr")
         se = math.nan if se is None else se
         return 100 * value, 100 * (value - 1.96 * se), 100 * (value + 1.96 * se)
-    if entry.metric == run["metric"]:
+    metric = entry.compared_metric
+    if metric == run["metric"]:
         return run["score"], run["ci_low"], run["ci_high"]
     metrics = run["metrics"]
-    value = metrics.get(entry.metric)
+    value = metrics.get(metric)
     if value is None:
         return math.nan, math.nan, math.nan
-    ci = metrics.get(f"{entry.metric}_ci")
-    se = metrics.get(f"{entry.metric}_stderr")
+    ci = metrics.get(f"{metric}_ci")
+    se = metrics.get(f"{metric}_stderr")
     if ci and None not in ci:
         low, high = ci
     elif se is not None:
@@ -137,6 +145,7 @@ def parity(runs: pd.DataFrame, card: Card, tolerance: float | None = None) -> pd
             "card": entry.label,
             "precision": entry.precision,
             "card_value": entry.value,
+            "run_metric": entry.compared_metric,
             "source": entry.source,
             "note": entry.note,
         }

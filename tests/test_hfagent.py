@@ -213,7 +213,8 @@ def test_tasks_read_from_a_wheel_without_running_it(hfagent_dir, loaded, tmp_pat
 def test_without_a_local_template_the_hub_copy_is_needed_and_offline_says_so(hfagent_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     wheel = make_wheel(tmp_path / "w.whl", json.loads((hfagent_dir / "evaluation_tasks.json").read_text()))
-    with pytest.raises(EvalError, match=r"huggingface-tools/default-prompts.*data_dir=<dir with run_prompt_template.txt>"):
+    expected = r"huggingface-tools/default-prompts.*data_dir=<dir with run_prompt_template.txt>"
+    with pytest.raises(EvalError, match=expected):
         HFAgent(wheel=str(wheel)).load()
 
 

@@ -12,10 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evals.backends.fake import FakeBackend
 from evals.card import DEFAULT_CARD, load_card, parity
 from evals.errors import EvalError
 from evals.leaderboard import leaderboard, markdown_table, quantization
+from evals.numbers import strict_answer
+from evals.precision import Precision
 from evals.results import load_runs, main_metric
+from evals.runner import evaluate
+from evals.types import Generate
+from tasks.gsm8k import GSM8K
 from tests.conftest import REPO
 from tests.test_compare import flipped, write_run
 
@@ -173,3 +179,22 @@ def test_leaderboard_cli_writes_the_tables_and_the_page(fake_results, tmp_path):
     empty = subprocess.run([sys.executable, "-m", "evals.leaderboard", str(tmp_path / "nothing")],
                            check=False, cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert empty.returncode == 2 and "error:" in empty.stderr
+
+
+def test_gsm8k_parity_compares_the_card_era_reading(shared_data, tmp_path):
+    """The card's GSM8K numbers were read as the last run of digits: parity uses that reading, the column stays."""
+
+    def with_thousands_separators(request: Generate) -> str:
+        return f"The answer is {int(strict_answer(request.reference).value):,}"
+
+    task = GSM8K("chat_0shot", data_dir=str(shared_data / "gsm8k"))
+    backend = FakeBackend(policy="script", script=with_thousands_separators, precision=Precision("bf16", "bfloat16"))
+    report = evaluate(task, backend, limit=300)
+    report.save(tmp_path / "run")
+    metrics = report.summary["metrics"]
+    assert metrics["accuracy"] == 1.0 and 0.5 < metrics["card_rule_accuracy"] < 1.0  # "1,600" reads as "600"
+    view = parity(load_runs([tmp_path]), load_card())
+    (row,) = view[view["card"] == "gsm8k / chat_0shot / test / accuracy"].to_dict(orient="records")
+    assert row["run_metric"] == "card_rule_accuracy"
+    assert row["run_value"] == pytest.approx(100 * metrics["card_rule_accuracy"])
+    assert load_card().headline("gsm8k", "chat_0shot", "test", "accuracy") == 41.1

