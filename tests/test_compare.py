@@ -17,6 +17,16 @@ from evals.errors import EvalError
 from tests.conftest import REPO
 
 
+def run_fake_sweep(root: Path, shared_data: Path, *overrides: str) -> None:
+    """`run_eval.py -m` on the fake backend, one question per subject, sweep folders under `root`."""
+    done = subprocess.run(
+        [sys.executable, "run_eval.py", "-m", "resume=false", "model=fake", f"data_dir={shared_data}", "limit=1",
+         f"hydra.sweep.dir={root}/.multirun/{len(list(root.glob('.multirun/*')))}", *overrides],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
 def write_run(
     folder: Path,
     values,
@@ -191,13 +201,8 @@ def test_compare_cli_prints_delta_ci_p_verdict_and_flips(tmp_path):
 def fake_runs(tmp_path_factory, shared_data) -> Path:
     """run_eval.py -m: the fake oracle and the fake worst model on MMLU and C-Eval (1 question per subject)."""
     root = tmp_path_factory.mktemp("fake-runs")
-    done = subprocess.run(
-        [sys.executable, "run_eval.py", "-m", "resume=false", "model=fake", "model.policy=oracle,worst",
-         "task=mmlu,ceval", f"data_dir={shared_data}", "limit=1",
-         f"output_dir={root}/${{model.policy}}/${{hydra:runtime.choices.task}}", f"hydra.sweep.dir={root}/.multirun"],
-        check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    run_fake_sweep(root, shared_data, "model.policy=oracle,worst", "task=mmlu,ceval",
+                   f"output_dir={root}/${{model.policy}}/${{hydra:runtime.choices.task}}")  # fmt: skip
     return root
 
 

@@ -15,7 +15,6 @@ import re
 import select
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -26,8 +25,7 @@ import pytest
 from evals.card import load_card
 from evals.leaderboard import write
 from evals.results import load_runs
-from tests.conftest import REPO
-from tests.test_compare import write_run
+from tests.test_compare import run_fake_sweep, write_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -123,13 +121,8 @@ def chromium_binary() -> str | None:
 def report(tmp_path_factory, shared_data) -> Path:
     """A report over real fake-backend runs (MMLU, C-Eval) plus a precision sweep that recorded GPU memory."""
     root = tmp_path_factory.mktemp("results")
-    done = subprocess.run(
-        [sys.executable, "run_eval.py", "-m", "resume=false", "model=fake", "model.policy=oracle,worst",
-         "task=mmlu,ceval", f"data_dir={shared_data}", "limit=1",
-         f"output_dir={root}/${{model.policy}}/${{hydra:runtime.choices.task}}", f"hydra.sweep.dir={root}/.multirun"],
-        check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    run_fake_sweep(root, shared_data, "model.policy=oracle,worst", "task=mmlu,ceval",
+                   f"output_dir={root}/${{model.policy}}/${{hydra:runtime.choices.task}}")  # fmt: skip
     for precision, right, memory in (("bf16", 60, 16.3), ("int8", 55, 10.2), ("nf4", 48, 7.5)):
         write_run(root / "quant" / precision, [i < right for i in range(100)], model="ckpt", precision=precision,
                   peak_gpu_memory_gb=memory)  # fmt: skip

@@ -23,7 +23,7 @@ from evals.runner import evaluate
 from evals.types import Generate
 from tasks.gsm8k import GSM8K
 from tests.conftest import REPO
-from tests.test_compare import flipped, write_run
+from tests.test_compare import flipped, run_fake_sweep, write_run
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,7 @@ def fake_results(tmp_path_factory, shared_data) -> Path:
     root = tmp_path_factory.mktemp("results")
     out = f"output_dir={root}/${{model.name}}-${{precision.name}}/${{hydra:runtime.choices.task}}"
     for sweep in (["model.policy=oracle,worst", "task=mmlu,ceval"], ["task=mmlu", "precision=int8,nf4"]):
-        done = subprocess.run(
-            [sys.executable, "run_eval.py", "-m", "resume=false", "model=fake", *sweep, f"data_dir={shared_data}",
-             "limit=1", out, f"hydra.sweep.dir={root}/.multirun/{len(sweep[0])}"],
-            check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
+        run_fake_sweep(root, shared_data, *sweep, out)
     return root
 
 
