@@ -158,8 +158,8 @@ class GSM8K(Task):
         self.data_dir = Path(data_dir) if data_dir else None
         self.revision = revision
         self.max_new_tokens = max_new_tokens
-        self._few_shot = ""  # chat_4shot: the exemplar block; base_8shot: the prompt file
-        self._turns: list[Message] = []  # chat_8shot
+        self._few_shot = ""  # chat_4shot: the exemplar block; the 8-shot protocols: the prompt file
+        self._turns: list[Message] = []  # the 8-shot prompt file as chat turns (chat_8shot)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -193,13 +193,11 @@ class GSM8K(Task):
         problems = self.read_split(self.split)[:limit]
         if self.protocol == "chat_4shot":
             self._few_shot = four_shot_block(self.read_split("train"))
-        elif self.protocol == "base_8shot":
+        elif self.protocol in ("base_8shot", "chat_8shot"):
             self._few_shot = self.prompt_file_text()
-            parse_shots(self._few_shot, str(self.data_dir / PROMPT_FILE) if self.data_dir else "rebuilt prompt")
-        elif self.protocol == "chat_8shot":
             where = str(self.data_dir / PROMPT_FILE) if self.data_dir else "rebuilt prompt"
             self._turns = []
-            for question, answer in parse_shots(self.prompt_file_text(), where):
+            for question, answer in parse_shots(self._few_shot, where):
                 self._turns += [
                     {"role": "user", "content": question_turn(question)},
                     {"role": "assistant", "content": answer},

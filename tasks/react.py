@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -658,8 +657,8 @@ class ReAct(Task):
 
 
 def _mean(values: pd.Series) -> float:
-    values = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return sum(values) / len(values) if values else math.nan
+    """Mean over the rows that have a value (None / NaN rows are another subset's); NaN when none do."""
+    return float(values.astype(float).mean())
 
 
 def _positive_row(frame: pd.DataFrame) -> dict[str, Any]:

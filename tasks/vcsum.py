@@ -329,7 +329,8 @@ class VCSUM(Task):
         output = str(outputs[0])
         words, chars = rouge_l(output, meeting.references, "word"), rouge_l(output, meeting.references, "char")
         longbench = rouge_l_longbench(output, meeting.references)
-        cut = self.fit(sample).cut
+        fit = self.fit(sample)
+        cut = fit.cut
         return {
             "output": output,
             "target": meeting.references[0],
@@ -343,7 +344,7 @@ class VCSUM(Task):
             "empty_output": not output.strip(),
             "transcript_chars": len(meeting.transcript),
             "n_paragraphs": meeting.n_paragraphs,
-            "input_tokens": self.fit(sample).input_tokens,
+            "input_tokens": fit.input_tokens,
             "transcript_tokens": cut.original_tokens if cut else None,
             "truncated": cut.truncated if cut else None,
             "head_tokens": cut.head_tokens if cut else None,
