@@ -25,12 +25,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evals.backends.hf import HFBackend  # noqa: E402
-from evals.precision import Precision  # noqa: E402
-from evals.prompts import LETTERS  # noqa: E402
-from evals.types import Generate, LogLikelihood  # noqa: E402
-from tasks.gsm8k import GSM8K  # noqa: E402
-from tasks.mmlu import MMLU  # noqa: E402
+from qwen_evals.backends.chat_format import LETTERS  # noqa: E402
+from qwen_evals.backends.hf.backend import HFBackend  # noqa: E402
+from qwen_evals.backends.precision import Precision  # noqa: E402
+from qwen_evals.core.types import Generate, LogLikelihood  # noqa: E402
+from qwen_evals.tasks.gsm8k import GSM8K  # noqa: E402
+from qwen_evals.tasks.mmlu import MMLU  # noqa: E402
 
 H100_BF16_FLOPS = 800e12
 

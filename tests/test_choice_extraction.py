@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evals.choice_extraction import Extraction, extract_choice_en, extract_choice_zh, first_capital
+from qwen_evals.scoring.choice_extraction import Extraction, extract_choice_en, extract_choice_zh, first_capital
 
 # C-Eval: a fill-in-the-blank question whose stem the model tends to restate.
 NET_Q = "关于传输层的面向连接服务的特性是____。"

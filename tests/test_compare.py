@@ -1,4 +1,4 @@
-"""Paired comparison of two runs (evals.compare) and the nightly gate (evals.gate)."""
+"""Paired comparison of two runs (qwen_evals.analysis.compare) and the nightly gate (qwen_evals.analysis.gate)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.compare import compare
-from evals.errors import EvalError
-from tests.conftest import REPO
+from qwen_evals.analysis.compare import compare
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.metrics import Metric
+from tests.conftest import CONF, REPO
 
 
 def run_fake_sweep(root: Path, shared_data: Path, *overrides: str) -> None:
@@ -57,15 +58,16 @@ def write_run(
         rows.append(row)
     (folder / "samples.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     mean = float(np.mean(np.asarray(values, dtype=float)))
+    macro = {"averaging": "macro", "group": "subject"} if subjects else {}
+    declared = Metric(metric, column, headline=True, **macro)
     summary = {
-        "task": task, "protocol": protocol, "split": split, "averaging": "macro" if subjects else "micro",
+        "task": task, "protocol": protocol, "split": split,
+        "metric_declarations": [declared.to_dict()], "main_metric": metric,
         "model": model, "model_revision": None, "precision": precision, "n_samples": len(values),
         "metrics": {metric: mean, f"{metric}_stderr": float(np.std(values, ddof=1) / math.sqrt(len(values)))},
         "tables": {}, "wall_seconds": 1.0, "tokens_per_second": None, "peak_gpu_memory_gb": peak_gpu_memory_gb,
         "data_fingerprint": "same", "finished_at": finished_at,
     }  # fmt: skip
-    if metric != "accuracy":
-        summary["main_metric"] = metric
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
@@ -184,13 +186,13 @@ def cli(module: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_compare_cli_prints_delta_ci_p_verdict_and_flips(tmp_path):
     a, b = accuracy_runs(tmp_path, 1000, 700, (80, 30))
-    done = cli("evals.compare", a, b, "--show", "3", "--json", tmp_path / "out.json")
+    done = cli("qwen_evals.analysis.compare", a, b, "--show", "3", "--json", tmp_path / "out.json")
     assert done.returncode == 0, done.stderr
     assert "worse" in done.stdout and "-5.0" in done.stdout and "mcnemar" in done.stdout
     assert "worse in B (80):" in done.stdout and "(+77 more)" in done.stdout
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["comparisons"][0]["verdict"] == "worse" and len(saved["comparisons"][0]["regressions"]) == 80
-    bad = cli("evals.compare", a, tmp_path / "missing")
+    bad = cli("qwen_evals.analysis.compare", a, tmp_path / "missing")
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -208,10 +210,10 @@ def fake_runs(tmp_path_factory, shared_data) -> Path:
 
 def test_gate_fails_when_the_candidate_is_significantly_worse(fake_runs, tmp_path):
     summary = tmp_path / "summary.md"
-    done = cli("evals.gate", fake_runs / "oracle", fake_runs / "worst", "--show", "5", "--summary", summary)
+    done = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "worst", "--show", "5", "--summary", summary)
     assert done.returncode == 1, done.stdout + done.stderr
     assert (
-        "GATE FAILED: mmlu/chat_0shot/test fake-worst (bf16) is worse than baseline fake-oracle (bf16)" in done.stdout
+        "GATE FAILED: mmlu/chat_0shot/test accuracy fake-worst (bf16) is worse than baseline fake-oracle (bf16)" in done.stdout
     )
     assert "GATE FAILED: ceval/chat_0shot/val" in done.stdout
     assert "57 samples flipped right -> wrong: abstract_algebra/0, anatomy/0" in done.stdout
@@ -219,15 +221,15 @@ def test_gate_fails_when_the_candidate_is_significantly_worse(fake_runs, tmp_pat
 
 
 def test_gate_passes_on_equal_or_better_candidates(fake_runs):
-    same = cli("evals.gate", fake_runs / "oracle", fake_runs / "oracle")
+    same = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "oracle")
     assert same.returncode == 0 and "GATE PASSED" in same.stdout, same.stdout + same.stderr
-    better = cli("evals.gate", fake_runs / "worst", fake_runs / "oracle")
+    better = cli("qwen_evals.analysis.gate", fake_runs / "worst", fake_runs / "oracle")
     assert better.returncode == 0 and "better" in better.stdout
 
 
 def test_gate_cannot_compare_different_samples(fake_runs, tmp_path):
     other = write_run(tmp_path / "other", [True, False], task="mmlu")
-    done = cli("evals.gate", fake_runs / "oracle" / "mmlu", other)
+    done = cli("qwen_evals.analysis.gate", fake_runs / "oracle" / "mmlu", other)
     assert done.returncode == 2 and "different samples" in done.stderr
 
 
@@ -238,23 +240,23 @@ def test_nightly_matrix_names_existing_configs_and_the_workflow_runs_matrix_lead
     import yaml
     from hydra import compose, initialize_config_dir
 
-    from evals.config import register_resolvers
+    from qwen_evals.core.config import register_resolvers
 
     register_resolvers()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(config_name="nightly", return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert set(params) == {"model", "task", "precision"}
     for group, choices in params.items():
         for choice in str(choices).split(","):
-            assert (REPO / "conf" / group / f"{choice.strip()}.yaml").is_file(), (group, choice)
+            assert (CONF / group / f"{choice.strip()}.yaml").is_file(), (group, choice)
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "nightly.yml").read_text())
     triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
     assert "schedule" in triggers and "workflow_dispatch" in triggers
     job = workflow["jobs"]["evaluate"]
     assert {"self-hosted", "gpu"} <= set(job["runs-on"])
     script = "\n".join(step.get("run", "") for step in job["steps"])
-    order = [script.index(s) for s in ("run_eval.py -m --config-name nightly", "evals.leaderboard", "evals.gate")]
+    order = [script.index(s) for s in ("run_eval.py -m --config-name nightly", "qwen_evals.analysis.leaderboard", "qwen_evals.analysis.gate")]
     assert order == sorted(order)
 
 
@@ -268,7 +270,7 @@ def test_nightly_matrix_runs_end_to_end_on_the_fake_backend(shared_data, tmp_pat
     run = tmp_path / "fake-oracle-bf16" / "mmlu"
     assert json.loads((run / "summary.json").read_text())["n_samples"] == 57
     assert (tmp_path / ".requests" / "fake-oracle-bf16").is_dir()  # the night's request store stays with its runs
-    assert cli("evals.gate", run, run).returncode == 0
+    assert cli("qwen_evals.analysis.gate", run, run).returncode == 0
 
 
 def test_runs_without_labels_are_listed_not_compared(tmp_path):
@@ -281,3 +283,49 @@ def test_runs_without_labels_are_listed_not_compared(tmp_path):
     result = compare([tmp_path / "a"], [tmp_path / "b"])
     assert [c.split for c in result.comparisons] == ["val"]
     assert len(result.unscored) == 1 and "ceval/chat_0shot/test" in result.unscored[0]
+
+
+# ---- tasks with subset metrics (ReAct): compared and gated on their declared metrics ----------------------
+
+
+def react_run(folder: Path, backend) -> Path:
+    from qwen_evals.backends.fake import FakeBackend  # noqa: F401  (the backend is built by the caller)
+    from qwen_evals.core.runner import evaluate
+    from qwen_evals.tasks.react import ReAct
+
+    evaluate(ReAct(), backend).save(folder)
+    return folder
+
+
+def trigger_happy(request) -> str:
+    """Answers positives like the gold, and calls a tool on every negative too."""
+    if "Action:" in request.reference:
+        return request.reference
+    return "Thought: let me look it up\nAction: web_search\nAction Input: {}"
+
+
+def test_identical_react_runs_tie_and_pass_the_gate(tmp_path):
+    from qwen_evals.analysis import gate
+    from qwen_evals.backends.fake import FakeBackend
+
+    a, b = (react_run(tmp_path / name, FakeBackend(policy="oracle")) for name in ("a", "b"))
+    result = compare([a], [b])
+    metrics = {c.metric: c for c in result.comparisons}
+    assert set(metrics) == {"tool_selection_accuracy", "tool_input_rouge_l", "false_positive_rate"}
+    assert all(c.verdict == "tie" and c.delta == 0 for c in result.comparisons)
+    assert metrics["false_positive_rate"].n == 88 and metrics["tool_selection_accuracy"].n == 170  # each its subset
+    assert gate.main([str(a), str(b)]) == 0
+
+
+def test_more_false_positives_are_worse_even_when_tool_selection_holds(tmp_path):
+    from qwen_evals.analysis import gate
+    from qwen_evals.backends.fake import FakeBackend
+
+    a = react_run(tmp_path / "a", FakeBackend(policy="oracle"))
+    b = react_run(tmp_path / "b", FakeBackend(policy="script", script=trigger_happy))
+    metrics = {c.metric: c for c in compare([a], [b]).comparisons}
+    assert metrics["tool_selection_accuracy"].verdict == "tie"
+    fp = metrics["false_positive_rate"]
+    assert fp.delta == 100.0 and not fp.higher_is_better and fp.verdict == "worse"
+    assert len(fp.regressions) == 88 and fp.improvements == []  # the negatives that now call a tool
+    assert gate.main([str(a), str(b)]) == 1

@@ -8,11 +8,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from evals.config import register_resolvers
-from evals.precision import Precision
-from tests.conftest import REPO
+from qwen_evals.backends.precision import Precision
+from qwen_evals.core.config import register_resolvers
+from tests.conftest import CONF
 
-CONF = REPO / "conf"
 register_resolvers()
 
 
@@ -43,17 +42,10 @@ def test_tasks_instantiate_with_local_data(task, shared_data):
 def test_models_compose_with_their_constructor_arguments(model):
     import inspect
 
-    from evals.backends.fake import FakeBackend
-    from evals.backends.hf import HFBackend
+    from hydra.utils import get_class
 
     cfg = composed(f"model={model}").model
-    from evals.backends.openai import OpenAIBackend
-    from evals.backends.vllm import VLLMBackend
-
-    targets = {"evals.backends.hf.HFBackend": HFBackend, "evals.backends.fake.FakeBackend": FakeBackend,
-               "evals.backends.vllm.VLLMBackend": VLLMBackend, "evals.backends.openai.OpenAIBackend": OpenAIBackend}  # fmt: skip
-    target = targets[cfg._target_]
-    accepted = set(inspect.signature(target).parameters)
+    accepted = set(inspect.signature(get_class(cfg._target_)).parameters)
     assert set(cfg) - {"_target_"} <= accepted
     assert cfg.name
 

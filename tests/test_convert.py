@@ -1,4 +1,4 @@
-"""`python -m evals.convert qwen1`: Qwen (v1) checkpoints to native Qwen2.
+"""`python -m qwen_evals.backends.qwen1.cli qwen1`: Qwen (v1) checkpoints to native Qwen2.
 
 A tiny random checkpoint is written in Qwen v1's layout (config keys and tensor
 names of QWenLMHeadModel), converted, loaded with AutoModelForCausalLM, and its
@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from evals import convert
-from evals.convert import convert_qwen1, converted_path
-from evals.errors import EvalError
-from evals.prompts import render_chatml
-from evals.qwen1_tokenizer import QWEN_PATTERN, SPECIAL_TOKENS
+from qwen_evals.backends.chat_format import render_chatml
+from qwen_evals.backends.qwen1 import cache as conversion_cache
+from qwen_evals.backends.qwen1 import cli, convert
+from qwen_evals.backends.qwen1.cache import converted_path
+from qwen_evals.backends.qwen1.convert import convert_qwen1
+from qwen_evals.backends.qwen1.tokenizer import QWEN_PATTERN, SPECIAL_TOKENS
+from qwen_evals.core.errors import EvalError
 from tests.conftest import REPO, qwen_tokenizer_files
 
 HIDDEN, HEADS, LAYERS, INNER, VOCAB, SEQ = 64, 4, 2, 96, 151936, 512
@@ -240,9 +242,9 @@ def test_converted_config_keeps_context_rope_norm_and_stop_ids(converted: Path) 
     generation = json.loads((converted / "generation_config.json").read_text())
     assert generation["eos_token_id"] == [151645, 151643] and generation["pad_token_id"] == 151643
     assert generation["repetition_penalty"] == 1.1 and generation["top_p"] == 0.8  # the source's decoding kept
-    info = convert.conversion_info(converted)
+    info = conversion_cache.conversion_info(converted)
     assert info["converter"] == "qwen1" and info["chat"] is True and info["source"].endswith("Qwen-7B-Chat-tiny")
-    assert convert.conversion_info(converted.parent) == {}
+    assert conversion_cache.conversion_info(converted.parent) == {}
 
 
 def test_cli_converts_pytorch_bin_shards_into_several_safetensors(tmp_path: Path, weights, converted: Path) -> None:
@@ -251,7 +253,7 @@ def test_cli_converts_pytorch_bin_shards_into_several_safetensors(tmp_path: Path
     source = write_v1_checkpoint(tmp_path / "Qwen-7B", weights, fmt="bin")
     (source / "generation_config.json").unlink()  # base or chat then comes from the name
     # A base model: the name says so, and eos is <|endoftext|>.
-    assert convert.main(["qwen1", str(source), str(tmp_path / "out"), "--max-shard-gb", "0.03"]) == 0
+    assert cli.main(["qwen1", str(source), str(tmp_path / "out"), "--max-shard-gb", "0.03"]) == 0
     out = tmp_path / "out"
     shards = sorted(out.glob("model-*.safetensors"))
     assert len(shards) > 1 and not list(out.glob(".shard-*"))
@@ -263,9 +265,9 @@ def test_cli_converts_pytorch_bin_shards_into_several_safetensors(tmp_path: Path
 
 
 def test_hf_backend_runs_the_converted_copy(converted: Path) -> None:
-    from evals.backends.hf import HFBackend
-    from evals.precision import Precision
-    from evals.types import Generate, LogLikelihood
+    from qwen_evals.backends.hf.backend import HFBackend
+    from qwen_evals.backends.precision import Precision
+    from qwen_evals.core.types import Generate, LogLikelihood
 
     backend = HFBackend(
         name="qwen-7b-chat", path=str(converted), precision=Precision("fp32", "float32"), device_map=None
@@ -357,7 +359,7 @@ def test_converted_path_reuses_a_finished_copy_and_never_a_half_written_one(
         (Path(dst) / convert.MARKER).write_text("{}")
         return Path(dst)
 
-    monkeypatch.setattr(convert, "convert_qwen1", fake_convert)
+    monkeypatch.setattr(conversion_cache, "convert_qwen1", fake_convert)
     cache = tmp_path / "cache"
     first = converted_path(str(v1_checkpoint), cache)
     assert converted_path(str(v1_checkpoint), cache) == first and len(calls) == 1
@@ -374,7 +376,9 @@ def test_converted_path_reuses_a_finished_copy_and_never_a_half_written_one(
 def test_converted_path_converts_again_when_the_source_files_change(tmp_path, monkeypatch, weights) -> None:
     source = write_v1_checkpoint(tmp_path / "src", {})
     monkeypatch.setattr(
-        convert, "convert_qwen1", lambda src, dst, **kw: (Path(dst).mkdir(), (Path(dst) / convert.MARKER).touch())
+        conversion_cache,
+        "convert_qwen1",
+        lambda src, dst, **kw: (Path(dst).mkdir(), (Path(dst) / convert.MARKER).touch()),
     )
     first = converted_path(str(source), tmp_path / "cache")
     (source / "config.json").write_text(json.dumps({**v1_config(), "seq_length": 2 * SEQ}))
@@ -383,17 +387,19 @@ def test_converted_path_converts_again_when_the_source_files_change(tmp_path, mo
 
 def test_model_source_picks_the_converted_copy_unless_remote_code(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(
-        convert, "converted_path", lambda src, cache, revision=None: Path(cache) / f"copy-of-{revision}"
+        conversion_cache, "converted_path", lambda src, cache, revision=None: Path(cache) / f"copy-of-{revision}"
     )
-    assert convert.model_source("Qwen/Qwen-7B", "abc", convert="qwen1", trust_remote_code=False, cache_dir="c") == (
+    assert conversion_cache.model_source(
+        "Qwen/Qwen-7B", "abc", convert="qwen1", trust_remote_code=False, cache_dir="c"
+    ) == (
         str(Path("c") / "copy-of-abc"),
         None,
     )
     kept = ("Qwen/Qwen-7B", "abc")
-    assert convert.model_source(*kept, convert="qwen1", trust_remote_code=True) == kept
-    assert convert.model_source(*kept, convert=None, trust_remote_code=False) == kept
+    assert conversion_cache.model_source(*kept, convert="qwen1", trust_remote_code=True) == kept
+    assert conversion_cache.model_source(*kept, convert=None, trust_remote_code=False) == kept
     with pytest.raises(EvalError, match="model.convert='qwen9'"):
-        convert.model_source(*kept, convert="qwen9", trust_remote_code=False)
+        conversion_cache.model_source(*kept, convert="qwen9", trust_remote_code=False)
 
 
 def test_hub_source_fails_fast_offline(tmp_path, monkeypatch) -> None:
@@ -471,7 +477,7 @@ def test_truncated_tiktoken_file_is_named(tmp_path, v1_checkpoint) -> None:
 def test_cli_error_exits_2_with_the_message(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     run = subprocess.run(
-        [sys.executable, "-m", "evals.convert", "qwen1", str(tmp_path / "empty"), str(tmp_path / "out")],
+        [sys.executable, "-m", "qwen_evals.backends.qwen1.cli", "qwen1", str(tmp_path / "empty"), str(tmp_path / "out")],
         check=False,
         capture_output=True,
         text=True,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from evals.backends.fake import FakeBackend
-from evals.errors import EvalError
-from evals.numbers import last_number, parse_number, same_number, strict_answer
-from evals.runner import evaluate
-from evals.types import Generate, Sample
-from tasks.gsm8k import BASE_STOP, GSM8K, build_prompt_file, four_shot_block, parse_problem
+from qwen_evals.backends.fake import FakeBackend
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.runner import evaluate
+from qwen_evals.core.types import Generate, Sample
+from qwen_evals.scoring.numbers import last_number, parse_number, same_number, strict_answer
+from qwen_evals.tasks.gsm8k import BASE_STOP, GSM8K, build_prompt_file, four_shot_block, parse_problem
 from tests.conftest import REPO
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evals.backends.hf import HFBackend
-from evals.errors import EvalError
-from evals.precision import Precision
-from evals.prompts import render_chatml
-from evals.types import Generate, LogLikelihood
+from qwen_evals.backends.chat_format import render_chatml
+from qwen_evals.backends.hf.backend import HFBackend
+from qwen_evals.backends.precision import Precision
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.types import Generate, LogLikelihood
 
 FP32 = Precision("fp32", "float32")
 
@@ -167,7 +167,7 @@ def test_prefix_reuse_and_single_forward_scoring_equal_the_plain_path(tiny_qwen2
 def test_vllm_backend_without_vllm_or_gpu_says_how_to_get_it(monkeypatch):
     import builtins
 
-    from evals.backends.vllm import VLLMBackend
+    from qwen_evals.backends.vllm import VLLMBackend
 
     real_import = builtins.__import__
 

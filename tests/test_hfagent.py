@@ -10,13 +10,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals.backends.fake import FakeBackend
-from evals.errors import EvalError
-from evals.runner import evaluate
-from evals.types import Generate
-from tasks.hfagent import FAKE_TOOLS, PACKAGE_DATA, HFAgent, oracle_reply, parse_reply, read_tool_descriptions
-
-REPO = Path(__file__).resolve().parents[1]
+from qwen_evals.backends.fake import FakeBackend
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.runner import evaluate
+from qwen_evals.core.types import Generate
+from qwen_evals.tasks.hfagent import (
+    FAKE_TOOLS,
+    PACKAGE_DATA,
+    HFAgent,
+    oracle_reply,
+    parse_reply,
+    read_tool_descriptions,
+)
+from tests.conftest import CONF
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +182,7 @@ def test_fake_oracle_end_to_end_and_card_metric_names(hfagent_dir, tmp_path):
     assert report.summary["points"] == {"tool selection score": 100.0, "tool used score": 100.0, "code score": 100.0}
     summary = report.save(tmp_path)
     assert summary["main_metric"] == "code" and summary["source"].endswith("evaluation_tasks.json")
-    card = yaml.safe_load((REPO / "conf" / "card" / "qwen-7b-chat.yaml").read_text())
+    card = yaml.safe_load((CONF / "card" / "qwen-7b-chat.yaml").read_text())
     assert {e["metric"] for e in card["entries"] if e["task"] == "hfagent"} <= set(summary["metrics"])
     worst = evaluate(HFAgent(data_dir=str(hfagent_dir)), FakeBackend(policy="worst")).summary
     assert worst["metrics"]["code"] == pytest.approx(0.3) and worst["metrics"]["unparsed_rate"] == 1.0

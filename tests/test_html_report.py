@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from evals.card import load_card
-from evals.leaderboard import write
-from evals.results import load_runs
+from qwen_evals.analysis.card import load_card
+from qwen_evals.analysis.leaderboard import write
+from qwen_evals.analysis.results import load_runs
 from tests.test_compare import run_fake_sweep, write_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -139,7 +139,7 @@ def browser(tmp_path_factory):
                   "install it (Debian: apt-get install -y chromium) or set CHROMIUM=/path/to/chrome")  # fmt: skip
         if os.environ.get("EVALS_REQUIRE_BROWSER"):
             pytest.fail(reason)
-        warnings.warn(reason)
+        warnings.warn(reason, stacklevel=2)
         pytest.skip(reason)
     page = Chromium(binary, Path(tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path_factory.mktemp("p"))))
     yield page

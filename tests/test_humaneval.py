@@ -14,13 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evals.backends.fake import FakeBackend
-from evals.code_metrics import pass_at_k
-from evals.errors import EvalError
-from evals.runner import evaluate
-from evals.sandbox import Sandbox
-from evals.types import Generate
-from tasks.humaneval import HumanEval, cut_base_completion, extract_chat_completion
+from qwen_evals.backends.fake import FakeBackend
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.metrics import measure_all
+from qwen_evals.core.runner import evaluate
+from qwen_evals.core.types import Generate
+from qwen_evals.scoring.pass_at_k import pass_at_k
+from qwen_evals.scoring.sandbox import Sandbox
+from qwen_evals.tasks.humaneval import HumanEval, cut_base_completion, extract_chat_completion
 from tests.conftest import REPO
 
 TIGHT = {"timeout_s": 1.5, "memory_mb": 256, "file_size_mb": 4, "max_processes": 8, "workers": 2}
@@ -51,9 +52,9 @@ def test_all_164_canonical_solutions_pass_in_one_parallel_batch(humaneval_dir):
     rows = task.score_all(samples, [[request.reference for request in task.requests(s)] for s in samples])
     assert [r["result"] for r in rows] == ["passed"] * 164
     assert {r["parse_rule"] for r in rows} == {"fenced_entry_point"}
-    summary = task.summarize(pd.DataFrame(rows))
-    assert summary["metrics"]["pass@1"] == summary["metrics"]["accuracy"] == 1.0
-    assert summary["results"] == {"passed": 164}
+    metrics, _ = measure_all(task.metrics(), pd.DataFrame(rows))
+    assert metrics["pass@1"] == metrics["accuracy"] == 1.0 and metrics["unparsed_rate"] == 0.0
+    assert task.summarize(pd.DataFrame(rows), metrics)["results"] == {"passed": 164}
 
 
 def test_base_cut_keeps_every_canonical_solution_whole(humaneval_dir):

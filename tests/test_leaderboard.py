@@ -1,4 +1,4 @@
-"""The results store and its tables: leaderboard, quantization, card parity (evals.leaderboard, evals.card)."""
+"""The results store and its tables: leaderboard, quantization, card parity (qwen_evals.analysis.leaderboard, qwen_evals.analysis.card)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals.backends.fake import FakeBackend
-from evals.card import DEFAULT_CARD, load_card, parity
-from evals.errors import EvalError
-from evals.leaderboard import leaderboard, markdown_table, quantization
-from evals.numbers import strict_answer
-from evals.precision import Precision
-from evals.results import load_runs, main_metric
-from evals.runner import evaluate
-from evals.types import Generate
-from tasks.gsm8k import GSM8K
+from qwen_evals.analysis.card import DEFAULT_CARD, load_card, parity
+from qwen_evals.analysis.leaderboard import leaderboard, markdown_table, quantization
+from qwen_evals.analysis.results import load_runs, main_metric
+from qwen_evals.backends.fake import FakeBackend
+from qwen_evals.backends.precision import Precision
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.metrics import Metric
+from qwen_evals.core.runner import evaluate
+from qwen_evals.core.types import Generate
+from qwen_evals.scoring.numbers import strict_answer
+from qwen_evals.tasks.gsm8k import GSM8K
 from tests.conftest import REPO
 from tests.test_compare import flipped, run_fake_sweep, write_run
 
@@ -151,8 +152,16 @@ def test_other_tasks_bring_their_own_main_metric(tmp_path):
     assert runs.loc["gsm8k", ["metric", "metric_column", "score"]].tolist() == ["accuracy", "correct", 50.0]
     numeric, _ = leaderboard(load_runs([tmp_path]), load_card())
     assert list(numeric.columns[3:]) == ["GSM8K", "VCSUM"]
-    assert main_metric({"task": "humaneval"}) == main_metric({"task": "humaneval", "main_metric": "pass@1"})
-    assert main_metric({"task": "new", "main_metric": "f1"}).column == "f1"
+
+
+def test_metrics_come_from_the_summary_declarations_only(tmp_path):
+    declared = [Metric("f1", "f1_column", headline=True).to_dict(), Metric("miss_rate", "miss", higher_is_better=False,
+                                                                          compared=True).to_dict()]  # fmt: skip
+    assert main_metric({"main_metric": "f1", "metric_declarations": declared}).column == "f1_column"
+    with pytest.raises(EvalError, match="no metric declarations"):
+        main_metric({"task": "humaneval", "main_metric": "pass@1"}, "old/summary.json")
+    with pytest.raises(EvalError, match="main_metric 'f2' is not among"):
+        main_metric({"main_metric": "f2", "metric_declarations": declared})
 
 
 def test_markdown_tables_escape_and_round():
@@ -162,7 +171,7 @@ def test_markdown_tables_escape_and_round():
 
 def test_leaderboard_cli_writes_the_tables_and_the_page(fake_results, tmp_path):
     out = tmp_path / "board"
-    done = subprocess.run([sys.executable, "-m", "evals.leaderboard", str(fake_results), "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "qwen_evals.analysis.leaderboard", str(fake_results), "--out", str(out)],
                           check=False, cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "| fake-worst (bf16) | 0.0 ± 0.0 | 0.0 ± 0.0 |" in done.stdout
@@ -171,7 +180,7 @@ def test_leaderboard_cli_writes_the_tables_and_the_page(fake_results, tmp_path):
         assert (out / name).is_file(), name
     assert len(list((out / "samples").glob("*.html"))) == 6
     assert pd.read_csv(out / "runs.csv").shape[0] == 6
-    empty = subprocess.run([sys.executable, "-m", "evals.leaderboard", str(tmp_path / "nothing")],
+    empty = subprocess.run([sys.executable, "-m", "qwen_evals.analysis.leaderboard", str(tmp_path / "nothing")],
                            check=False, cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert empty.returncode == 2 and "error:" in empty.stderr
 

@@ -3,8 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from evals.backends.batching import plan_batches, shared_prefix_groups
-from evals.metrics import macro_mean_stderr, mean_stderr
+from qwen_evals.backends.batching import plan_batches, shared_prefix_groups
+from qwen_evals.core.metrics import macro_mean_stderr, mean_stderr
 
 
 def test_mean_stderr_of_bernoulli_values():

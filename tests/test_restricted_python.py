@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from evals.restricted_python import run
+from qwen_evals.scoring.restricted_python import run
 
 
 def echo(text, mode="plain"):

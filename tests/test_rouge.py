@@ -1,4 +1,4 @@
-"""Chinese Rouge-L (evals/rouge.py): known values, best-of-references, and the gap to LongBench's scorer."""
+"""Chinese Rouge-L (qwen_evals/scoring/rouge.py): known values, best-of-references, and the gap to LongBench's scorer."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import defaultdict
 
 import pytest
 
-from evals.jsonl_files import read_jsonl
-from evals.rouge import characters, jieba_words, rouge_l, rouge_l_longbench
+from qwen_evals.core.datafiles import read_jsonl
+from qwen_evals.scoring.rouge import characters, jieba_words, rouge_l, rouge_l_longbench
 
 REF = "今天我们讨论了明年的预算"
 PRED = "我们明天讨论预算"
@@ -69,7 +69,7 @@ def test_references_must_be_given(references):
 
 
 def test_gap_to_longbench_scorer_on_real_summaries_as_documented(shared_data):
-    """The numbers quoted in evals/rouge.py's docstring, on the 26 VCSUM test meetings."""
+    """The numbers quoted in qwen_evals/scoring/rouge.py's docstring, on the 26 VCSUM test meetings."""
     folder = shared_data / "vcsum"
     summaries = [row for _, row in read_jsonl(folder / "long_test.txt")]
     segments = defaultdict(list)

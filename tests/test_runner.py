@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from evals.backends.fake import FakeBackend
-from evals.backends.resumable import ResumableBackend
-from evals.backends.hf import HFBackend
-from evals.precision import Precision
-from evals.runner import evaluate
-from evals.store import RequestStore
-from tasks.mmlu import MMLU
+from qwen_evals.backends.fake import FakeBackend
+from qwen_evals.backends.hf.backend import HFBackend
+from qwen_evals.backends.precision import Precision
+from qwen_evals.backends.resumable import ResumableBackend
+from qwen_evals.core.runner import evaluate
+from qwen_evals.core.store import RequestStore
+from qwen_evals.tasks.mmlu import MMLU
 
 
 def test_all_requests_of_a_kind_go_in_one_call(shared_data):

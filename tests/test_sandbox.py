@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from evals.errors import EvalError
-from evals.sandbox import REASONS, Sandbox
+from qwen_evals.core.errors import EvalError
+from qwen_evals.scoring.sandbox import REASONS, Sandbox
 
 LIMITS = {"timeout_s": 1.5, "memory_mb": 256, "file_size_mb": 4, "max_processes": 8, "workers": 2}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from evals.runner import evaluate
-from evals.types import Generate
-from tasks.mmlu import MMLU
+from qwen_evals.core.runner import evaluate
+from qwen_evals.core.types import Generate
+from qwen_evals.tasks.mmlu import MMLU
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals import stats
+from qwen_evals.core import stats
+from qwen_evals.core.metrics import Metric
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
@@ -102,56 +103,88 @@ def test_holm_leaves_untested_entries_out_of_the_family():
     assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
 
 
-# ---- every run's summary gets its intervals (evals.report) ---------------------------------------
+# ---- every declared metric gets its value, stderr and interval (qwen_evals.core.report) -------------------
 
 
 class ToyTask:
-    name = "toy"
+    """A task reduced to what the report reads: its declared metrics."""
 
-    def __init__(self, averaging: str = "micro", **attributes) -> None:
-        self.averaging = averaging
-        self.__dict__.update(attributes)
+    name = "toy"
+    protocol = "p"
+
+    def __init__(self, *metrics: Metric) -> None:
+        self.declared = metrics
+
+    def metrics(self) -> tuple[Metric, ...]:
+        return self.declared
+
+    def summarize(self, records: pd.DataFrame, metrics: dict) -> dict:
+        return {"tables": {}}
 
     def describe(self) -> dict:
-        return {"protocol": "p", "averaging": self.averaging}
+        return {"protocol": self.protocol}
+
+    def write_artifacts(self, records, out_dir) -> list:
+        return []
 
 
-def summary_of(task: ToyTask, records: pd.DataFrame, metrics: dict) -> dict:
-    from evals.backends.fake import FakeBackend
-    from evals.report import Report
+def summary_of(task: ToyTask, records: pd.DataFrame) -> dict:
+    from qwen_evals.backends.fake import FakeBackend
+    from qwen_evals.core.report import Report
 
-    report = Report(task, FakeBackend(), records, {"metrics": metrics, "tables": {}}, 0.0, "fingerprint")
-    return report.to_summary()
+    return Report(task, FakeBackend(), records, 0.0, "fingerprint").to_summary()
+
+
+ACCURACY = Metric("accuracy", "correct", headline=True)
 
 
 def test_summaries_get_a_bootstrap_ci_of_accuracy():
     records = pd.DataFrame({"correct": [True] * 60 + [False] * 40, "subject": ["a"] * 100})
-    summary = summary_of(ToyTask(), records, {"accuracy": 0.6, "accuracy_stderr": 0.049})
+    summary = summary_of(ToyTask(ACCURACY), records)
     low, high = summary["metrics"]["accuracy_ci"]
     assert (low, high) == stats.bootstrap_ci(np.array([1.0] * 60 + [0.0] * 40))
-    assert low < 0.6 < high and summary["metrics"]["accuracy_stderr"] == 0.049  # the task's own kept
+    assert low < 0.6 < high and summary["metrics"]["accuracy"] == 0.6
+    assert summary["metrics"]["accuracy_stderr"] == pytest.approx(math.sqrt(0.6 * 0.4 / 99))
     assert summary["confidence"] == {"level": 0.95, "method": "bootstrap", "n_boot": stats.N_BOOT, "seed": 0}
+    assert summary["metric_declarations"] == [ACCURACY.to_dict()] and summary["main_metric"] == "accuracy"
 
 
 def test_macro_averaged_summaries_resample_within_subjects():
     records = pd.DataFrame({"correct": [True] * 90 + [False] * 10, "subject": ["a"] * 90 + ["b"] * 10})
-    summary = summary_of(ToyTask("macro"), records, {"accuracy": 0.5, "accuracy_stderr": 0.0})
-    assert summary["metrics"]["accuracy_ci"] == [0.5, 0.5]
+    macro = Metric("accuracy", "correct", averaging="macro", group="subject", headline=True)
+    summary = summary_of(ToyTask(macro), records)
+    assert summary["metrics"]["accuracy"] == 0.5 and summary["metrics"]["accuracy_ci"] == [0.5, 0.5]
 
 
 def test_continuous_metrics_of_any_task_get_ci_stderr_and_main_metric():
     rouge = np.random.default_rng(0).uniform(0, 0.4, 200)
     records = pd.DataFrame({"rouge_l": rouge, "correct": rouge > 0.2})
-    task = ToyTask(main_metric="rouge_l", sample_metrics={"rouge_l": "rouge_l"})
-    summary = summary_of(task, records, {"rouge_l": float(rouge.mean())})
+    summary = summary_of(ToyTask(Metric("rouge_l", "rouge_l", headline=True)), records)
     metrics = summary["metrics"]
     assert metrics["rouge_l_ci"][0] < rouge.mean() < metrics["rouge_l_ci"][1]
     assert metrics["rouge_l_stderr"] == pytest.approx(rouge.std(ddof=1) / math.sqrt(200))
-    assert "accuracy_ci" not in metrics  # no accuracy metric, no interval for it
+    assert "accuracy" not in metrics  # not declared: not measured
     assert (summary["main_metric"], summary["main_metric_column"]) == ("rouge_l", "rouge_l")
 
 
-def test_hidden_labels_get_no_interval():
-    records = pd.DataFrame({"correct": [None, None], "subject": ["a", "b"]})
-    summary = summary_of(ToyTask(), records, {"unparsed_rate": 0.0})
-    assert set(summary["metrics"]) == {"unparsed_rate"} and "main_metric" not in summary
+def test_subset_metrics_average_over_their_subset_only():
+    records = pd.DataFrame({"subset": ["pos", "pos", "neg", "neg", "neg"], "hit": [1, 0, None, None, None],
+                            "false_positive": [None, None, True, False, False]})  # fmt: skip
+    summary = summary_of(
+        ToyTask(
+            Metric("hit_rate", "hit", subset=("subset", "pos"), headline=True),
+            Metric("false_positive_rate", "false_positive", subset=("subset", "neg"), higher_is_better=False),
+        ),
+        records,
+    )
+    assert summary["metrics"]["hit_rate"] == 0.5 and summary["metrics"]["false_positive_rate"] == pytest.approx(1 / 3)
+    assert summary["metrics"]["false_positive_rate_ci"] is not None and "metric_notes" not in summary
+
+
+def test_hidden_labels_get_no_value_and_say_why():
+    records = pd.DataFrame({"correct": [None, None], "subject": ["a", "b"], "parse_status": ["strict", "unparsed"]})
+    unparsed = Metric("unparsed_rate", "parse_status", equals="unparsed", higher_is_better=False)
+    summary = summary_of(ToyTask(ACCURACY, unparsed), records)
+    assert summary["metrics"]["accuracy"] is None and "accuracy_ci" not in summary["metrics"]
+    assert summary["metric_notes"] == {"accuracy": "2 of 2 samples have no 'correct' value"}
+    assert summary["metrics"]["unparsed_rate"] == 0.5

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from evals.backends.fake import FakeBackend
-from evals.backends.resumable import ResumableBackend
-from evals.errors import EvalError
-from evals.store import RequestStore
-from evals.types import Generate, LogLikelihood
+from qwen_evals.backends.fake import FakeBackend
+from qwen_evals.backends.resumable import ResumableBackend
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.store import RequestStore
+from qwen_evals.core.types import Generate, LogLikelihood
 
 
 def test_second_run_computes_nothing_and_returns_the_same(tmp_path):

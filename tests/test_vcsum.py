@@ -9,15 +9,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from evals.backends.fake import FakeBackend
-from evals.backends.prompting import PromptEncoder
-from evals.errors import EvalError
-from evals.jsonl_files import read_jsonl
-from evals.prompts import QWEN_DEFAULT_SYSTEM
-from evals.runner import evaluate
-from evals.truncation import BOUNDARY_STEPS, bind_model_tokenizer, keep_head_and_tail, long_context_config_overrides
-from tasks import vcsum
-from tasks.vcsum import PROMPT, VCSUM, read_release
+from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM
+from qwen_evals.backends.fake import FakeBackend
+from qwen_evals.backends.hf.long_context import long_context_config_overrides
+from qwen_evals.backends.prompting import PromptEncoder
+from qwen_evals.core.datafiles import read_jsonl
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.runner import evaluate
+from qwen_evals.core.types import ModelTokenizer
+from qwen_evals.scoring.truncation import BOUNDARY_STEPS, keep_head_and_tail
+from qwen_evals.tasks import vcsum
+from qwen_evals.tasks.vcsum import PROMPT, VCSUM, read_release
 from tests.conftest import qwen_tokenizer_files
 
 N_MEETINGS = {"dev": 22, "test": 26}
@@ -40,7 +42,7 @@ def test_meetings(shared_data):
 def bound_task(shared_data, tokenizer, context: int = 8192, **options) -> VCSUM:
     task = VCSUM(data_dir=str(shared_data / "vcsum"), **options)
     encoder = PromptEncoder(tokenizer, QWEN_DEFAULT_SYSTEM, context)
-    task.bind_tokenizer(tokenizer, context_length=context, encode_prompt=encoder.encode)
+    task.bind_model(ModelTokenizer(tokenizer, context, encoder.encode))
     return task
 
 
@@ -109,17 +111,23 @@ def test_without_a_tokenizer_nothing_is_cut_and_truncation_is_not_measured(share
     assert report.summary["metrics"]["truncated_fraction"] is None
     assert report.summary["truncation"]["measured"] is False
     assert report.records["truncated"].isna().all()
-    assert bind_model_tokenizer(VCSUM(data_dir=str(shared_data / "vcsum")), FakeBackend()) is False
+    assert report.summary["metric_notes"]["truncated_fraction"] == "2 of 2 samples have no 'truncated' value"
+    assert FakeBackend().model_tokenizer() is None
 
 
-def test_the_runner_hook_binds_through_the_resumable_wrapper(shared_data, qwen_tokenizer, tmp_path):
-    from evals.backends.resumable import ResumableBackend
-    from evals.store import RequestStore
+def test_the_runner_binds_the_model_through_the_resumable_wrapper(shared_data, qwen_tokenizer, tmp_path):
+    from qwen_evals.backends.resumable import ResumableBackend
+    from qwen_evals.core.store import RequestStore
 
-    local = SimpleNamespace(name="local", prompts=PromptEncoder(qwen_tokenizer, QWEN_DEFAULT_SYSTEM, 4096))
+    model = ModelTokenizer(qwen_tokenizer, 1024, PromptEncoder(qwen_tokenizer, QWEN_DEFAULT_SYSTEM, 1024).encode)
+
+    class Local(FakeBackend):
+        def model_tokenizer(self) -> ModelTokenizer:
+            return model
+
     task = VCSUM(data_dir=str(shared_data / "vcsum"))
-    assert bind_model_tokenizer(task, ResumableBackend(local, RequestStore(tmp_path)))
-    assert (task.tokenizer, task.context_length, task.encode_prompt) == (qwen_tokenizer, 4096, local.prompts.encode)
+    evaluate(task, ResumableBackend(Local(), RequestStore(tmp_path)), limit=1)
+    assert task.model is model and task.fit(task.load(limit=1)[0]).budget == 1024 - 512
 
 
 # ---- truncation --------------------------------------------------------------------------
@@ -320,8 +328,7 @@ def test_unknown_options_are_named():
 @pytest.mark.slow
 def test_smollm2_summarises_one_truncated_meeting(shared_data, smollm2):
     task = VCSUM(data_dir=str(shared_data / "vcsum"), max_input_tokens=512, max_new_tokens=16)  # CPU: prefill dominates
-    assert bind_model_tokenizer(task, smollm2)
-    report = evaluate(task, smollm2, limit=1)
+    report = evaluate(task, smollm2, limit=1)  # the runner binds the model's tokenizer
     [row] = report.records.to_dict(orient="records")
     [request] = task.requests(task.load(limit=1)[0])
     assert len(smollm2.encode(request.prompt)) == row["input_tokens"] <= 512  # counted as the model reads it

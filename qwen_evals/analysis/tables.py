@@ -1,0 +1,207 @@
+"""The leaderboard's tables as DataFrames: models x tasks, precision (quantization), categories.
+
+Columns are the metrics each run's task declared for comparison (its headline,
+and any marked `compared`), in points with the 95% CI; a lower-is-better
+metric is marked with a down arrow in its column label.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from qwen_evals.analysis.card import Card
+from qwen_evals.analysis.compare import compare_pair
+from qwen_evals.analysis.results import (
+    TASK_LABELS,
+    identity,
+    latest,
+    metric_points,
+    model_label,
+    precision_rank,
+    task_label,
+)
+from qwen_evals.core.errors import EvalError
+
+ROW_FIELDS = ["model", "model_revision", "precision"]
+
+
+@dataclass(frozen=True)
+class Column:
+    task: str
+    protocol: str | None
+    split: str | None
+    metric: str
+    higher_is_better: bool
+    label: str
+
+    def selects(self, run: pd.Series) -> bool:
+        same_task = (run["task"], run["protocol"], run["split"]) == (self.task, self.protocol, self.split)
+        return same_task and any(m.name == self.metric for m in run["compared_metrics"])
+
+
+def task_columns(current: pd.DataFrame) -> list[Column]:
+    """One column per (task, protocol, split, compared metric), labelled like the card; qualifiers only where needed.
+
+    A task's headline comes first; a lower-is-better metric's label ends in a down arrow.
+    """
+    keys = pd.DataFrame(
+        [
+            {"task": run["task"], "protocol": run["protocol"], "split": run["split"], "metric": m.name,
+             "higher_is_better": m.higher_is_better, "_secondary": m.name != run["metric"]}
+            for _, run in current.iterrows()
+            for m in run["compared_metrics"]
+        ]  # fmt: skip
+    ).drop_duplicates(["task", "protocol", "split", "metric"])
+    order = list(TASK_LABELS)
+    keys = keys.assign(_rank=keys["task"].map(lambda t: order.index(t) if t in order else len(order)))
+    keys = keys.sort_values(["_rank", "task", "protocol", "split", "_secondary"], na_position="first", kind="stable")
+    columns = []
+    for task, group in keys.groupby("task", sort=False):
+        varying = [f for f in ("protocol", "split", "metric") if group[f].nunique(dropna=False) > 1]
+        for row in group.itertuples():
+            extra = " ".join(str(getattr(row, f)) for f in varying) + ("" if row.higher_is_better else " ↓")
+            label = f"{task_label(task)} {extra}".strip()
+            columns.append(Column(task, row.protocol, row.split, row.metric, row.higher_is_better, label))
+    return columns
+
+
+def _row_order(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(_p=frame["precision"].map(precision_rank)).sort_values(["model", "_p"]).drop(columns="_p")
+
+
+def leaderboard(runs: pd.DataFrame, card: Card | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numeric, display): models as rows, task columns in points; display cells read `54.2 ± 1.3`."""
+    current = latest(runs)
+    columns = task_columns(current)
+    models = _row_order(current[ROW_FIELDS].drop_duplicates())
+    numeric, display = [], []
+    keys = current.apply(lambda run: identity(run, ROW_FIELDS), axis=1)
+    for model in models.itertuples(index=False):
+        mine = current[keys == identity(model._asdict(), ROW_FIELDS)]
+        values, cells = dict(model._asdict()), {"model": model_label(model._asdict())}
+        for column in columns:
+            hit = mine[mine.apply(column.selects, axis=1)]
+            if hit.empty:
+                values[column.label], cells[column.label] = math.nan, ""
+                continue
+            score, low, high = metric_points(hit.iloc[-1], column.metric)
+            values[column.label] = score
+            cells[column.label] = _cell(score, low, high)
+        numeric.append(values)
+        display.append(cells)
+    if card is not None:
+        refs = {c.label: card.headline(c.task, c.protocol, c.split, c.metric) for c in columns}
+        if any(v is not None for v in refs.values()):
+            numeric.append({"model": card.model, "model_revision": f"card {card.card_revision}", "precision": "bf16",
+                            **{k: math.nan if v is None else v for k, v in refs.items()}})  # fmt: skip
+            display.append({"model": card.name, **{k: "" if v is None else f"{v:.1f}" for k, v in refs.items()}})
+    return pd.DataFrame(numeric), pd.DataFrame(display)
+
+
+def _cell(score: float, low: float, high: float) -> str:
+    if math.isnan(score):
+        return ""
+    if math.isnan(low) or math.isnan(high):
+        return f"{score:.1f}"
+    return f"{score:.1f} ± {(high - low) / 2:.1f}"
+
+
+def quantization(runs: pd.DataFrame, card: Card | None = None) -> pd.DataFrame:
+    """Per model and task run at two or more precisions: score, memory, and deltas to bf16 (run and card)."""
+    current = latest(runs)
+    fields = ("model", "model_revision", "task", "protocol", "split", "metric")
+    keyed = current.assign(_key=current.apply(lambda run: identity(run, fields), axis=1))
+    rows = []
+    for _, same in keyed.groupby("_key", sort=True):
+        if same["precision"].nunique() < 2:
+            continue
+        same = _row_order(same)
+        base = same[same["precision"] == "bf16"]
+        base = base.iloc[0] if len(base) else None
+        card_base = _card_quant(card, same.iloc[0], "bf16")
+        for _, run in same.iterrows():
+            p_value = math.nan
+            if base is not None and run["run_dir"] != base["run_dir"]:
+                try:
+                    p_value = compare_pair(base, run).p_value
+                except EvalError:
+                    pass  # not the same samples (e.g. another limit): no paired test
+            entry = _card_quant(card, run, run["precision"])
+            memory = run["peak_gpu_memory_gb"]
+            rows.append(
+                {
+                    "model": run["model"],
+                    "task": task_label(run["task"]),
+                    "protocol": run["protocol"],
+                    "precision": run["precision"],
+                    "score": run["score"],
+                    "ci_low": run["ci_low"],
+                    "ci_high": run["ci_high"],
+                    "delta_vs_bf16": run["score"] - base["score"] if base is not None else math.nan,
+                    "p_vs_bf16": p_value,
+                    "peak_gpu_memory_gb": memory,
+                    "memory_vs_bf16": memory / base["peak_gpu_memory_gb"] if base is not None else math.nan,
+                    "tokens_per_second": run["tokens_per_second"],
+                    "card_score": entry.value if entry else math.nan,
+                    "card_delta_vs_bf16": entry.value - card_base.value if entry and card_base else math.nan,
+                    "card_memory_gb": entry.memory_gb if entry and entry.memory_gb else math.nan,
+                    "run_dir": run["run_dir"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _card_quant(card: Card | None, run: pd.Series, precision: str):
+    if card is None:
+        return None
+    probe = {**run.to_dict(), "precision": precision}
+    return next((e for e in card.entries if e.table == "quantization" and e.metric == run["metric"]
+                 and e.matches(probe)), None)  # fmt: skip
+
+
+def categories(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-category rows of every run whose summary has a category table (C-Eval, MMLU)."""
+    rows = []
+    for _, run in latest(runs).iterrows():
+        for row in run["tables"].get("category", []):
+            if row.get("accuracy") is None:
+                continue
+            se = row.get("stderr")
+            se = math.nan if se is None else se
+            rows.append(
+                {
+                    "run": model_label(run),
+                    "task": run["task"],
+                    "protocol": run["protocol"],
+                    "split": run["split"],
+                    "category": row["category"],
+                    "n": row.get("n"),
+                    "score": 100 * row["accuracy"],
+                    "ci_low": 100 * (row["accuracy"] - 1.96 * se),
+                    "ci_high": 100 * (row["accuracy"] + 1.96 * se),
+                    "unparsed_rate": row.get("unparsed_rate"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 1) -> str:
+    """A GitHub markdown table (no tabulate dependency); floats rounded, NaN blank."""
+    if frame.empty:
+        return "_(none)_\n"
+
+    def fmt(value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        if isinstance(value, float):
+            return f"{value:.{digits}f}" if abs(value) >= 10**-digits or value == 0 else f"{value:.2g}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+

@@ -1,0 +1,140 @@
+"""In-process vLLM (GPU only, `pip install '.[vllm]'`): paged attention with prefix caching.
+
+Same request contract and prompt rendering as the transformers backend, so the
+two give comparable results files. Log-likelihoods come from vLLM's
+prompt log-probs of context + continuation; a continuation token is greedy
+when its rank is 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from qwen_evals.backends.batching import by_generation_settings
+from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM
+from qwen_evals.backends.precision import Precision
+from qwen_evals.backends.prompting import PromptEncoder, cut_at_stop
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.types import Generate, LogLikelihood, LogLikelihoodResult, ModelTokenizer
+
+# vLLM's own name for bitsandbytes weight loading; it quantizes to 4-bit NF4.
+VLLM_QUANTIZATION = {None: None, "nf4": "bitsandbytes"}
+
+
+def import_vllm() -> Any:
+    """vllm, or an EvalError that says how to get it and where it runs."""
+    try:
+        import vllm
+    except ImportError as error:
+        raise EvalError(
+            "model backend vllm needs the vllm package and a CUDA GPU: pip install 'qwen-evals[vllm]', "
+            "or use the transformers backend (model=hf)"
+        ) from error
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EvalError("model backend vllm runs on CUDA GPUs only and none is visible; use model=hf on this machine")
+    return vllm
+
+
+class VLLMBackend:
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        precision: Precision,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        max_length: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        tensor_parallel_size: int = 1,
+        system_prompt: str = QWEN_DEFAULT_SYSTEM,
+    ) -> None:
+        if precision.quantization not in VLLM_QUANTIZATION:
+            raise EvalError(f"precision={precision.name}: vLLM loads bitsandbytes weights as nf4 only; use model=hf for int8")
+        vllm = import_vllm()
+        self.name = name
+        self.path = path
+        self.revision = revision
+        self.precision = precision
+        self._vllm = vllm
+        self.llm = vllm.LLM(
+            model=path,
+            revision=revision,
+            dtype=precision.dtype,
+            quantization=VLLM_QUANTIZATION[precision.quantization],
+            trust_remote_code=trust_remote_code,
+            max_model_len=max_length,
+            enable_prefix_caching=True,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+        )
+        self.max_length = self.llm.llm_engine.model_config.max_model_len
+        self.prompts = PromptEncoder(self.llm.get_tokenizer(), system_prompt, self.max_length)
+        self._alone = False
+
+    def _run(self, token_ids: list[list[int]], params: Any) -> list[Any]:
+        prompts = [self._vllm.inputs.TokensPrompt(prompt_token_ids=ids) for ids in token_ids]
+        if self._alone:  # the canary: one request per engine call, nothing batched with it
+            return [out for prompt in prompts for out in self.llm.generate([prompt], params, use_tqdm=False)]
+        return self.llm.generate(prompts, params, use_tqdm=True)
+
+    @contextmanager
+    def one_at_a_time(self) -> Iterator[None]:
+        self._alone = True
+        try:
+            yield
+        finally:
+            self._alone = False
+
+    def model_tokenizer(self) -> ModelTokenizer:
+        return ModelTokenizer(self.prompts.tokenizer, self.max_length, self.prompts.encode)
+
+    def loglikelihood(self, requests: Sequence[LogLikelihood]) -> list[LogLikelihoodResult]:
+        memo: dict[str, list[int]] = {}
+        pairs = [self.prompts.split(r, memo) for r in requests]
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        outputs = self._run([c + x for c, x in pairs], params)
+        results = []
+        for (context, continuation), output in zip(pairs, outputs):
+            scored = output.prompt_logprobs[len(context) :]
+            picked = [position[token] for position, token in zip(scored, continuation)]
+            results.append(LogLikelihoodResult(sum(p.logprob for p in picked), all(p.rank == 1 for p in picked)))
+        return results
+
+    def generate(self, requests: Sequence[Generate]) -> list[str]:
+        stop_ids = self.prompts.stop_token_ids(None)
+        results = [""] * len(requests)
+        for (max_new, stop, temperature), members in by_generation_settings(requests).items():
+            params = self._vllm.SamplingParams(
+                max_tokens=max_new, temperature=temperature, stop=list(stop) or None, stop_token_ids=stop_ids
+            )
+            ids = [self.prompts.fit(self.prompts.encode(requests[i].prompt), self.max_length - max_new) for i in members]
+            for index, output in zip(members, self._run(ids, params)):
+                results[index] = cut_at_stop(output.outputs[0].text, stop)
+        return results
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "backend": "vllm",
+            "path": self.path,
+            "revision": self.revision,
+            "precision": dataclasses.asdict(self.precision),
+            "chat_format": self.prompts.chat_format,
+            "system_prompt": self.prompts.system_prompt,
+            "max_length": self.max_length,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "vllm",
+            "path": self.path,
+            "revision": self.revision,
+            "max_length": self.max_length,
+            "chat_format": self.prompts.chat_format,
+            "truncated_prompts": self.prompts.truncated,
+            "vllm_version": self._vllm.__version__,
+        }

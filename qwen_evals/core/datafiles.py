@@ -1,0 +1,73 @@
+"""Strict reading of the benchmarks' original files (CSV and JSON lines, plain or gzipped).
+
+Every problem names the file and the row or line (1-based, a CSV header not
+counted), because a silently skipped or misread row changes a score without a
+trace.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qwen_evals.core.errors import EvalError
+
+
+def read_rows(path: Path, columns: Sequence[str], *, header: bool) -> list[dict[str, str]]:
+    """Rows of the CSV file `path` as dicts holding exactly `columns`.
+
+    With `header=True` the file's header must contain `columns` (extra columns
+    are allowed); without one, each row must have exactly `len(columns)` fields.
+    """
+    if not path.is_file():
+        raise EvalError(f"Missing data file: {path}")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        names = list(columns)
+        if header:
+            found = next(reader, None)
+            if found is None:
+                raise EvalError(f"{path}: the file is empty (no header row)")
+            missing = [c for c in columns if c not in found]
+            if missing:
+                raise EvalError(f"{path}: missing column(s) {missing}; header is {found}")
+            positions = [found.index(c) for c in columns]
+            width = len(found)
+        else:
+            positions = list(range(len(columns)))
+            width = len(columns)
+        rows = []
+        for number, fields in enumerate(reader, start=1):
+            if len(fields) != width:
+                raise EvalError(f"{path}: row {number} has {len(fields)} fields, expected {width}")
+            rows.append({name: fields[i] for name, i in zip(names, positions)})
+    if not rows:
+        raise EvalError(f"{path}: the file has no data rows")
+    return rows
+
+
+def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """("<file>: line N", object) for each non-blank line of a .jsonl (or .jsonl.gz) file."""
+    if not path.is_file():
+        raise EvalError(f"Missing data file: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}: line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise EvalError(f"{where} is not valid JSON ({error.msg} at column {error.colno})") from error
+            if not isinstance(row, dict):
+                raise EvalError(f"{where} is not a JSON object")
+            rows.append((where, row))
+    if not rows:
+        raise EvalError(f"{path}: the file has no data rows")
+    return rows

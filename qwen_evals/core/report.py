@@ -1,0 +1,100 @@
+"""A finished run: its per-sample records, the measured metrics, summary.json and a printed table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from qwen_evals.core import stats
+from qwen_evals.core.backend import Backend
+from qwen_evals.core.metrics import headline, measure_all
+from qwen_evals.core.provenance import git_commit, package_versions
+from qwen_evals.core.record import SAMPLES_FILE, SUMMARY_FILE, write_json, write_jsonl
+from qwen_evals.core.task import Task
+
+
+@dataclass
+class Report:
+    task: Task
+    backend: Backend
+    records: pd.DataFrame
+    wall_seconds: float
+    data_fingerprint: str
+    batch_invariance: dict[str, Any] | None = None
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        """The task's measured metrics, its own summary fields, and the canary's verdict."""
+        declared = list(self.task.metrics())
+        metrics, missing = measure_all(declared, self.records)
+        main = headline(declared)
+        body: dict[str, Any] = {
+            "metrics": metrics,
+            **self.task.summarize(self.records, metrics),
+            "main_metric": main.name,
+            "main_metric_column": main.column,
+            "metric_declarations": [m.to_dict() for m in declared],
+        }
+        if missing:
+            body["metric_notes"] = missing
+        if self.batch_invariance is not None:
+            body["batch_invariance"] = self.batch_invariance
+        return body
+
+    def to_summary(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        model = self.backend.describe()
+        precision = self.backend.precision
+        return {
+            "task": self.task.name,
+            **self.task.describe(),
+            "model": self.backend.name,
+            "model_revision": model.get("revision"),
+            "precision": precision.name if precision else None,
+            "n_samples": len(self.records),
+            **self.summary,
+            "confidence": {"level": stats.LEVEL, "method": "bootstrap", "n_boot": stats.N_BOOT, "seed": stats.SEED},
+            "wall_seconds": self.wall_seconds,
+            "tokens_per_second": model.get("tokens_per_second"),
+            "peak_gpu_memory_gb": model.get("peak_gpu_memory_gb"),
+            "backend": model,
+            "data_fingerprint": self.data_fingerprint,
+            "config": config or {},
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def save(self, out_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write samples, task artifacts, then summary.json last: a summary means a complete run."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out_dir / SAMPLES_FILE, self.records.to_dict(orient="records"))
+        summary = self.to_summary(config)
+        summary["artifacts"] = self.task.write_artifacts(self.records, out_dir)
+        write_json(out_dir / SUMMARY_FILE, summary)
+        return summary
+
+    def table(self) -> pd.DataFrame:
+        """What the run prints: the headline overall and by category, then every other metric."""
+        metrics = self.summary["metrics"]
+        main = self.summary["main_metric"]
+
+        def row(name: str, n: int | None = None) -> dict[str, object]:
+            return {"n": n, "value": metrics.get(name), "stderr": metrics.get(f"{name}_stderr")}
+
+        table = {"overall": {**row(main, len(self.records)), "unparsed_rate": metrics.get("unparsed_rate")}}
+        for category in self.summary.get("tables", {}).get("category", []):
+            table[category["category"]] = {
+                "n": category.get("n"),
+                "value": category.get(main),
+                "stderr": category.get("stderr"),
+                "unparsed_rate": category.get("unparsed_rate"),
+            }
+        for declared in self.summary["metric_declarations"]:
+            if declared["name"] != main:  # e.g. GSM8K's "strict" (strict_accuracy), C-Eval's "hard"
+                table[declared["name"].removesuffix(f"_{main}")] = row(declared["name"])
+        return pd.DataFrame.from_dict(table, orient="index").astype({"n": "Int64"})

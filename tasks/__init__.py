@@ -1,1 +1,0 @@
-"""Benchmark plugins, one module each; Hydra reaches them through conf/task/*.yaml."""
