@@ -117,7 +117,7 @@ def bench_mc(args, backend: HFBackend) -> dict:
 def bench_gen(args, backend: HFBackend) -> dict:
     prompts = gen_prompts(args.data_dir, args.n_gen, backend)
     start = time.perf_counter()
-    ours = backend.generate([Generate(p, max_new_tokens=args.max_new) for p in prompts])
+    ours = [g.text for g in backend.generate([Generate(p, max_new_tokens=args.max_new) for p in prompts])]
     ours_seconds = time.perf_counter() - start
     new_tokens = sum(len(backend.tokenizer.encode(t, add_special_tokens=False)) for t in ours)
     report = {"prompts": len(prompts), "new_tokens": new_tokens, "ours_seconds": ours_seconds,

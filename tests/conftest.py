@@ -75,3 +75,8 @@ def smollm2():
         device_map=None,
         max_length=8192,
     )
+
+
+def texts(generations) -> list[str]:
+    """The reply texts of a backend's `Generation`s."""
+    return [g.text for g in generations]

@@ -59,8 +59,8 @@ class StubModel:
         self.lock = threading.Lock()
 
     @torch.inference_mode()
-    def generate(self, text: str, max_new: int, stop: list[str]) -> tuple[str, int, int, str]:
-        """(text, prompt tokens, generated tokens, finish reason)."""
+    def generate(self, text: str, max_new: int, stop: list[str]) -> tuple[str, int, int, str, str | None]:
+        """(text, prompt tokens, generated tokens, finish reason, the stop string that matched) as vLLM reports them."""
         ids = self.tokenizer.encode(text)
         with self.lock:
             out = self.model.generate(
@@ -73,10 +73,10 @@ class StubModel:
             )
         new = out[0, len(ids) :].tolist()
         generated = self.tokenizer.decode(new, skip_special_tokens=True)
-        cuts = [generated.find(s) for s in stop if s and s in generated]
+        cuts = sorted((generated.find(s), s) for s in stop if s and s in generated)
         if cuts:
-            return generated[: min(cuts)], len(ids), len(new), "stop"
-        return generated, len(ids), len(new), "length" if len(new) == max_new else "stop"
+            return generated[: cuts[0][0]], len(ids), len(new), "stop", cuts[0][1]
+        return generated, len(ids), len(new), "length" if len(new) == max_new else "stop", None
 
     @torch.inference_mode()
     def echo(self, text: str, max_tokens: int, prepend_bos: bool) -> tuple[dict[str, Any], str, int]:
@@ -205,9 +205,9 @@ class StubServer:
                 "finish_reason": "length",
             }
         else:
-            text, n_prompt, n_new, finish = self.model.generate(prompt, max_tokens, _stops(body))
+            text, n_prompt, n_new, finish, matched = self.model.generate(prompt, max_tokens, _stops(body))
             usage = {"prompt_tokens": n_prompt, "completion_tokens": n_new}
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": matched}
         reply = {"id": "cmpl-stub", "object": "text_completion", "model": self.served_name, "choices": [choice]}
         if options["usage"]:
             reply["usage"] = {**usage, "total_tokens": sum(usage.values())}
@@ -215,12 +215,13 @@ class StubServer:
 
     def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         text = render_chat(self.model.tokenizer, body["messages"])
-        reply, n_prompt, n_new, finish = self.model.generate(text, int(body.get("max_tokens", 16)), _stops(body))
+        reply, n_prompt, n_new, finish, matched = self.model.generate(text, int(body.get("max_tokens", 16)), _stops(body))
+        message = {"role": "assistant", "content": reply}
         return {
             "id": "chatcmpl-stub",
             "object": "chat.completion",
             "model": self.served_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "stop_reason": matched}],
             "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_new, "total_tokens": n_prompt + n_new},
         }
 

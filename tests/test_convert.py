@@ -276,7 +276,7 @@ def test_hf_backend_runs_the_converted_copy(converted: Path) -> None:
     messages = ({"role": "user", "content": "1+1=?"},)
     assert backend.render(messages) == render_chatml(messages)
     [reply] = backend.generate([Generate(prompt=messages, max_new_tokens=4)])
-    assert isinstance(reply, str)
+    assert isinstance(reply.text, str) and reply.rendered_prompt == render_chatml(messages)
     [a, b] = backend.loglikelihood(
         [LogLikelihood(prompt="Answer:", continuation=" A"), LogLikelihood(prompt="Answer:", continuation=" B")]
     )

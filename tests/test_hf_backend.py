@@ -10,6 +10,7 @@ from qwen_evals.backends.hf.backend import HFBackend
 from qwen_evals.backends.precision import Precision
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.types import Generate, LogLikelihood
+from tests.conftest import texts
 
 FP32 = Precision("fp32", "float32")
 
@@ -66,7 +67,7 @@ def test_loglikelihood_matches_an_unpadded_full_forward(single):
 
 def test_greedy_flag_is_true_for_the_models_own_continuation(single):
     prompt = PROMPTS[0]
-    [text] = single.generate([Generate(prompt, max_new_tokens=3)])
+    [text] = texts(single.generate([Generate(prompt, max_new_tokens=3)]))
     assert text
     [own] = single.loglikelihood([LogLikelihood(prompt, text)])
     assert own.is_greedy
@@ -75,15 +76,21 @@ def test_greedy_flag_is_true_for_the_models_own_continuation(single):
 def test_generation_batched_equals_one_at_a_time(batched, single):
     requests = [Generate(p, max_new_tokens=12) for p in PROMPTS]
     chat = [Generate([{"role": "user", "content": p}], max_new_tokens=12) for p in PROMPTS[:2]]
-    assert batched.generate(requests + chat) == single.generate(requests + chat)
+    together, alone = batched.generate(requests + chat), single.generate(requests + chat)
+    facts = ("text", "finish_reason", "stop", "prompt_tokens", "generated_tokens", "prompt_truncated", "rendered_prompt")
+    assert [[getattr(g, f) for f in facts] for g in together] == [[getattr(g, f) for f in facts] for g in alone]
+    assert all(g.finish_reason in ("eos", "length") and 0 < g.generated_tokens <= 12 for g in together)
+    assert together[-1].rendered_prompt == batched.render(chat[-1].prompt)
 
 
 def test_stop_strings_end_generation_in_a_batch(batched):
-    free = batched.generate([Generate(p, max_new_tokens=16) for p in PROMPTS])
+    free = texts(batched.generate([Generate(p, max_new_tokens=16) for p in PROMPTS]))
     # Stop at a piece of the first output; the other rows must be unaffected unless they contain it too.
     stop = free[0][4:7]
     assert stop
-    cut = batched.generate([Generate(p, max_new_tokens=16, stop=(stop,)) for p in PROMPTS])
+    made = batched.generate([Generate(p, max_new_tokens=16, stop=(stop,)) for p in PROMPTS])
+    cut = texts(made)
+    assert made[0].finish_reason == "stop" and made[0].stop == stop
     for full, short in zip(free, cut):
         assert stop not in short
         assert full.startswith(short)
@@ -186,8 +193,33 @@ def test_vllm_backend_without_vllm_or_gpu_says_how_to_get_it(monkeypatch):
 def test_continuous_batching_engine_equals_static_generation(tiny_qwen2, batched):
     continuous = backend(tiny_qwen2, generation_engine="continuous")
     requests = [Generate(p, max_new_tokens=8) for p in PROMPTS[:3]]
-    expected = batched.generate(requests)
-    assert continuous.generate(requests) == expected
+    expected = texts(batched.generate(requests))
+    assert texts(continuous.generate(requests)) == expected
     stop = expected[0][2:4]
-    [cut] = continuous.generate([Generate(PROMPTS[0], max_new_tokens=8, stop=(stop,))])
+    [cut] = texts(continuous.generate([Generate(PROMPTS[0], max_new_tokens=8, stop=(stop,))]))
     assert cut == expected[0][: expected[0].index(stop)]
+
+
+def test_checkpoint_sampling_defaults_do_not_leak_into_greedy_decoding(tiny_qwen2, batched, tmp_path):
+    """Qwen-7B-Chat ships do_sample, top_p 0.8 and repetition_penalty 1.1: a greedy protocol must not inherit them."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    chat_defaults = shutil.copytree(tiny_qwen2, tmp_path / "with-chat-defaults")
+    eos = batched.model.generation_config.eos_token_id
+    GenerationConfig(do_sample=True, top_p=0.8, top_k=0, repetition_penalty=1.1, eos_token_id=eos).save_pretrained(
+        chat_defaults
+    )
+    requests = [Generate(p, max_new_tokens=24) for p in PROMPTS]
+    expected = texts(batched.generate(requests))
+    leaky = backend(chat_defaults, max_batch_size=8)
+    assert texts(leaky.generate(requests)) == expected
+    overridden = leaky.describe()["generation"]["checkpoint_defaults_overridden"]
+    assert {k: overridden[k] for k in ("do_sample", "top_p", "repetition_penalty")} == {
+        "do_sample": True, "top_p": 0.8, "repetition_penalty": 1.1,
+    }  # fmt: skip
+    # The penalty does change this model's greedy replies, so the equality above means it was not applied.
+    penalized = backend(tiny_qwen2, max_batch_size=8, generation_kwargs={"repetition_penalty": 1.1})
+    assert texts(penalized.generate(requests)) != expected
+    assert penalized.describe()["generation"]["user_overrides"] == {"repetition_penalty": 1.1}

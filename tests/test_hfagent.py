@@ -287,7 +287,7 @@ def test_smollm2_on_one_task(smollm2, hfagent_dir):
     # One phrasing: the run prompt is ~1550 SmolLM2 tokens, so prefill dominates on CPU.
     task = HFAgent(data_dir=str(hfagent_dir), max_new_tokens=16)
     samples = task.load()[:1]
-    outputs = smollm2.generate([task.requests(s)[0] for s in samples])
+    outputs = [g.text for g in smollm2.generate([task.requests(s)[0] for s in samples])]
     rows = [task.score(s, [o]) for s, o in zip(samples, outputs)]
     for row in rows:
         assert isinstance(row["output"], str) and "Task:" not in row["output"]

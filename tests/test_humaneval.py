@@ -18,7 +18,7 @@ from qwen_evals.backends.fake import FakeBackend
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.metrics import measure_all
 from qwen_evals.core.runner import evaluate
-from qwen_evals.core.types import Generate
+from qwen_evals.core.types import Decoding, Generate
 from qwen_evals.scoring.pass_at_k import pass_at_k
 from qwen_evals.scoring.sandbox import Sandbox
 from qwen_evals.tasks.humaneval import HumanEval, cut_base_completion, extract_chat_completion
@@ -240,7 +240,7 @@ def test_prompts_follow_the_protocols(humaneval_dir):
     [chat_request], [base_request] = chat.requests(sample), base.requests(sample)
     problem = sample.metadata["problem"]
     assert chat_request.prompt == [{"role": "user", "content": "Help me fill the following code.\n" + problem.prompt}]
-    assert chat_request.stop == () and chat_request.temperature == 0.0
+    assert chat_request.stop == () and chat_request.decoding.greedy
     assert base_request.prompt == problem.prompt and "\ndef " in base_request.stop
 
 
@@ -266,7 +266,7 @@ def test_n_samples_at_temperature_give_pass_at_k(humaneval_dir):
     task = make(humaneval_dir, "base_0shot", n_samples=4, temperature=0.8, pass_at_k=[1, 2, 10])
     [sample] = task.load(limit=1)
     requests = task.requests(sample)
-    assert len(requests) == 4 and {r.temperature for r in requests} == {0.8}
+    assert len(requests) == 4 and {r.decoding for r in requests} == {Decoding(temperature=0.8)}
     calls = []
 
     def half_right(request: Generate) -> str:  # right, wrong, right, wrong, ...

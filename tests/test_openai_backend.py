@@ -16,7 +16,7 @@ import torch
 from qwen_evals.backends.openai import OpenAIBackend
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.types import Generate, LogLikelihood
-from tests.conftest import CONF
+from tests.conftest import CONF, texts
 from tests.openai_stub_server import StubModel, StubServer
 
 SERVED = "tiny-qwen2"
@@ -118,7 +118,7 @@ def test_generations_equal_direct_greedy_decoding(server, reference):
     requests = [Generate(p, max_new_tokens=6) for p in TEXT_PROMPTS] + [
         Generate(m, max_new_tokens=6) for m in CHAT_PROMPTS
     ]
-    outputs = backend.generate(requests)
+    outputs = texts(backend.generate(requests))
     expected = [greedy(reference, p, 6) for p in TEXT_PROMPTS] + [greedy(reference, chatml(m), 6) for m in CHAT_PROMPTS]
     assert outputs == expected
     assert any(outputs)
@@ -140,15 +140,15 @@ def test_stop_strings_are_sent_and_cut(server, reference):
     full = greedy(reference, TEXT_PROMPTS[0], 10)
     stop = next(full[i : i + 2] for i in range(len(full) // 2, len(full) - 1) if full[i : i + 2].strip())
     backend = make(server)
-    [output] = backend.generate([Generate(TEXT_PROMPTS[0], max_new_tokens=10, stop=(stop,))])
-    assert output == full[: full.find(stop)]
+    [made] = backend.generate([Generate(TEXT_PROMPTS[0], max_new_tokens=10, stop=(stop,))])
+    assert made.text == full[: full.find(stop)] and (made.finish_reason, made.stop) == ("stop", stop)
     assert server.received[0]["body"]["stop"] == [stop]
 
 
 def test_duplicate_greedy_requests_are_sent_once_and_answered_in_order(server, reference):
     backend = make(server)
     requests = [Generate(p, max_new_tokens=4) for p in TEXT_PROMPTS] * 2
-    outputs = backend.generate(requests)
+    outputs = texts(backend.generate(requests))
     assert outputs == [greedy(reference, p, 4) for p in TEXT_PROMPTS] * 2
     assert len(server.received) == 3
 
@@ -215,7 +215,7 @@ def test_every_third_request_failing_is_retried_and_results_stay_in_order(server
     server.configure(fail_every=3)
     backend = make(server, concurrency=4)
     prompts = [f"Item {i}: the number after {i} is" for i in range(7)]
-    outputs = backend.generate([Generate(p, max_new_tokens=3) for p in prompts])
+    outputs = texts(backend.generate([Generate(p, max_new_tokens=3) for p in prompts]))
     assert outputs == [greedy(reference, p, 3) for p in prompts]
     info = backend.describe()
     assert info["retries"] >= 2 and info["failures"] == {"HTTP 503": info["retries"]}
@@ -252,14 +252,14 @@ def test_a_server_without_logprobs_fails_loglikelihood_after_one_request(server,
     with pytest.raises(EvalError, match="no prompt log-probs.*log-likelihood protocols"):
         backend.loglikelihood(loglikelihood_requests())
     assert len(server.received) == 1
-    assert backend.generate([Generate(TEXT_PROMPTS[0], max_new_tokens=4)]) == [greedy(reference, TEXT_PROMPTS[0], 4)]
+    assert texts(backend.generate([Generate(TEXT_PROMPTS[0], max_new_tokens=4)])) == [greedy(reference, TEXT_PROMPTS[0], 4)]
 
 
 def test_429_retry_after_is_honoured(server, reference):
     server.configure(rate_limit=1, retry_after="1")
     backend = make(server)
     start = time.perf_counter()
-    [output] = backend.generate([Generate(TEXT_PROMPTS[1], max_new_tokens=4)])
+    [output] = texts(backend.generate([Generate(TEXT_PROMPTS[1], max_new_tokens=4)]))
     assert time.perf_counter() - start >= 0.95  # the backoff alone would be ~0.01 s
     assert output == greedy(reference, TEXT_PROMPTS[1], 4)
     assert backend.describe()["failures"] == {"HTTP 429": 1}

@@ -17,8 +17,9 @@ def test_generation_answers_with_knowledge_and_stops(smollm2):
         [Generate(chat, max_new_tokens=16), Generate("1, 2, 3, 4, 5,", max_new_tokens=24, stop=(" 8",))]
     )
     assert smollm2.chat_format == "template"
-    assert "Paris" in answer
-    assert listing.startswith(" 6, 7,") and " 8" not in listing
+    assert "Paris" in answer.text and answer.finish_reason == "eos" and answer.stop == "<|im_end|>"
+    assert listing.text.startswith(" 6, 7,") and " 8" not in listing.text
+    assert (listing.finish_reason, listing.stop) == ("stop", " 8")
 
 
 def test_mmlu_chat_0shot_records_extraction_of_real_replies(smollm2, shared_data):

@@ -8,7 +8,7 @@ from qwen_evals.backends.fake import FakeBackend
 from qwen_evals.backends.resumable import ResumableBackend
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.store import RequestStore
-from qwen_evals.core.types import Generate, LogLikelihood
+from qwen_evals.core.types import Decoding, Generate, LogLikelihood
 
 
 def test_second_run_computes_nothing_and_returns_the_same(tmp_path):
@@ -24,13 +24,13 @@ def test_another_model_identity_does_not_reuse(tmp_path):
     requests = [Generate("q", reference="A")]
     ResumableBackend(FakeBackend(policy="oracle"), RequestStore(tmp_path)).generate(requests)
     other = ResumableBackend(FakeBackend(policy="worst"), RequestStore(tmp_path))
-    assert other.generate(requests) == [""] and other.computed == 1
+    assert [g.text for g in other.generate(requests)] == [""] and other.computed == 1
 
 
 def test_sampled_copies_are_distinct_and_greedy_copies_computed_once(tmp_path):
     backend = ResumableBackend(FakeBackend(policy="oracle"), RequestStore(tmp_path))
     greedy = [Generate("q", reference="A")] * 3
-    sampled = [Generate("q", temperature=0.8, reference="A")] * 3
+    sampled = [Generate("q", decoding=Decoding(temperature=0.8), reference="A")] * 3
     backend.generate(greedy + sampled)
     assert backend.computed == 1 + 3
 

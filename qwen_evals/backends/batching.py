@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qwen_evals.core.types import Generate
+from qwen_evals.core.types import Decoding, Generate
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_size: int) -> list[list[int]]:
@@ -68,9 +68,9 @@ def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
     return n
 
 
-def by_generation_settings(requests: Sequence[Generate]) -> dict[tuple[int, tuple[str, ...], float], list[int]]:
-    """Indices of requests grouped by (max_new_tokens, stop, temperature): one generate call each."""
-    groups: dict[tuple[int, tuple[str, ...], float], list[int]] = {}
+def by_generation_settings(requests: Sequence[Generate]) -> dict[tuple[int, tuple[str, ...], Decoding], list[int]]:
+    """Indices of requests grouped by (max_new_tokens, stop, decoding): one generate call each."""
+    groups: dict[tuple[int, tuple[str, ...], Decoding], list[int]] = {}
     for index, request in enumerate(requests):
-        groups.setdefault((request.max_new_tokens, request.stop, request.temperature), []).append(index)
+        groups.setdefault((request.max_new_tokens, request.stop, request.decoding), []).append(index)
     return groups

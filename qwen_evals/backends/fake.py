@@ -14,7 +14,7 @@ from typing import Any
 
 from qwen_evals.backends.precision import Precision
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.types import Generate, LogLikelihood, LogLikelihoodResult, Prompt
+from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, Prompt
 
 POLICIES = ("oracle", "worst", "script")
 
@@ -52,9 +52,9 @@ class FakeBackend:
             for r in requests
         ]
 
-    def generate(self, requests: Sequence[Generate]) -> list[str]:
+    def generate(self, requests: Sequence[Generate]) -> list[Generation]:
         self.calls.append(("generate", len(requests)))
-        return [self._reply(r) for r in requests]
+        return [Generation(self._reply(r), "eos") for r in requests]
 
     def _reply(self, request: Generate) -> str:
         if self.policy == "oracle":

@@ -74,5 +74,13 @@ class PromptEncoder:
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     """Text before the earliest stop string (generation may run past it inside a token)."""
-    cut = min((text.find(s) for s in stop if s in text), default=len(text))
-    return text[:cut]
+    return split_at_stop(text, stop)[0]
+
+
+def split_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, str | None]:
+    """(text before the earliest stop string, that string); (text, None) when none occurs."""
+    found = [(text.find(s), s) for s in stop if s and s in text]
+    if not found:
+        return text, None
+    cut, string = min(found)
+    return text[:cut], string

@@ -7,13 +7,14 @@ Within a chunk the wrapped backend still sorts and batches freely.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from qwen_evals.core.backend import Backend
 from qwen_evals.core.store import RequestStore, request_key
-from qwen_evals.core.types import Generate, LogLikelihood, LogLikelihoodResult, ModelTokenizer
+from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, ModelTokenizer
 
 
 class ResumableBackend:
@@ -44,15 +45,16 @@ class ResumableBackend:
                 self._bypass = False
 
     def loglikelihood(self, requests: Sequence[LogLikelihood]) -> list[LogLikelihoodResult]:
-        stored = self._resolve(requests, self.backend.loglikelihood, lambda r: [r.logprob, r.is_greedy])
-        return [LogLikelihoodResult(float(logprob), bool(greedy)) for logprob, greedy in stored]
+        stored = self._resolve(requests, self.backend.loglikelihood)
+        return [LogLikelihoodResult(**item) for item in stored]
 
-    def generate(self, requests: Sequence[Generate]) -> list[str]:
-        return self._resolve(requests, self.backend.generate, lambda text: text)
+    def generate(self, requests: Sequence[Generate]) -> list[Generation]:
+        return [Generation(**item) for item in self._resolve(requests, self.backend.generate)]
 
-    def _resolve(self, requests: Sequence[Any], compute: Callable[[list[Any]], list[Any]], encode: Callable[[Any], Any]) -> list[Any]:
+    def _resolve(self, requests: Sequence[Any], compute: Callable[[list[Any]], list[Any]]) -> list[dict[str, Any]]:
+        """Each request's result as the dict the store holds (computed when missing)."""
         if self._bypass:
-            return [encode(out) for out in compute(list(requests))]
+            return [dataclasses.asdict(out) for out in compute(list(requests))]
         keys = self._keys(requests)
         missing = [i for i, key in enumerate(keys) if key not in self.store.results]
         unique = list({keys[i]: i for i in missing}.values())
@@ -60,7 +62,7 @@ class ResumableBackend:
         for start in range(0, len(unique), self.chunk_size):
             chunk = unique[start : start + self.chunk_size]
             outputs = compute([requests[i] for i in chunk])
-            self.store.append((keys[i], encode(out)) for i, out in zip(chunk, outputs))
+            self.store.append((keys[i], dataclasses.asdict(out)) for i, out in zip(chunk, outputs))
             self.computed += len(chunk)
         return [self.store.results[key] for key in keys]
 
@@ -74,7 +76,7 @@ class ResumableBackend:
         keys = []
         for request in requests:
             key = request_key(identity, request)
-            if getattr(request, "temperature", 0.0) > 0:
+            if isinstance(request, Generate) and not request.decoding.greedy:
                 seen[key] = seen.get(key, 0) + 1
                 key = f"{key}#{seen[key]}"
             keys.append(key)

@@ -9,6 +9,7 @@ when its rank is 1.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -16,9 +17,9 @@ from typing import Any
 from qwen_evals.backends.batching import by_generation_settings
 from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM
 from qwen_evals.backends.precision import Precision
-from qwen_evals.backends.prompting import PromptEncoder, cut_at_stop
+from qwen_evals.backends.prompting import PromptEncoder, split_at_stop
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.types import Generate, LogLikelihood, LogLikelihoodResult, ModelTokenizer
+from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, ModelTokenizer
 
 # vLLM's own name for bitsandbytes weight loading; it quantizes to 4-bit NF4.
 VLLM_QUANTIZATION = {None: None, "nf4": "bitsandbytes"}
@@ -69,6 +70,7 @@ class VLLMBackend:
             trust_remote_code=trust_remote_code,
             max_model_len=max_length,
             enable_prefix_caching=True,
+            generation_config="vllm",  # sampling defaults are the request's, never the checkpoint's
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
         )
@@ -102,20 +104,41 @@ class VLLMBackend:
         for (context, continuation), output in zip(pairs, outputs):
             scored = output.prompt_logprobs[len(context) :]
             picked = [position[token] for position, token in zip(scored, continuation)]
-            results.append(LogLikelihoodResult(sum(p.logprob for p in picked), all(p.rank == 1 for p in picked)))
+            results.append(
+                LogLikelihoodResult(sum(p.logprob for p in picked), all(p.rank == 1 for p in picked), len(context))
+            )
         return results
 
-    def generate(self, requests: Sequence[Generate]) -> list[str]:
+    def generate(self, requests: Sequence[Generate]) -> list[Generation]:
+        """Decoding exactly as each request states (vLLM's own defaults and the checkpoint's are not used)."""
         stop_ids = self.prompts.stop_token_ids(None)
-        results = [""] * len(requests)
-        for (max_new, stop, temperature), members in by_generation_settings(requests).items():
+        results: list[Generation | None] = [None] * len(requests)
+        for (max_new, stop, decoding), members in by_generation_settings(requests).items():
             params = self._vllm.SamplingParams(
-                max_tokens=max_new, temperature=temperature, stop=list(stop) or None, stop_token_ids=stop_ids
+                max_tokens=max_new,
+                temperature=decoding.temperature,
+                top_p=decoding.top_p,
+                top_k=decoding.top_k or -1,  # vLLM's "off"
+                repetition_penalty=decoding.repetition_penalty,
+                stop=list(stop) or None,
+                stop_token_ids=stop_ids,
             )
-            ids = [self.prompts.fit(self.prompts.encode(requests[i].prompt), self.max_length - max_new) for i in members]
-            for index, output in zip(members, self._run(ids, params)):
-                results[index] = cut_at_stop(output.outputs[0].text, stop)
-        return results
+            room = self.max_length - max_new
+            encoded = [self.prompts.encode(requests[i].prompt) for i in members]
+            rows = [self.prompts.fit(ids, room) for ids in encoded]
+            start = time.perf_counter()
+            outputs = self._run(rows, params)
+            seconds = time.perf_counter() - start
+            for index, ids, row, output in zip(members, encoded, rows, outputs):
+                completion = output.outputs[0]
+                text, string = split_at_stop(completion.text, stop)
+                ended = completion.stop_reason if isinstance(completion.stop_reason, str) else string
+                reason = "length" if completion.finish_reason == "length" else "stop" if ended else "eos"
+                results[index] = Generation(
+                    text, reason, ended, len(row), len(completion.token_ids), len(ids) > room,
+                    self.prompts.render(requests[index].prompt), seconds,
+                )  # fmt: skip
+        return results  # type: ignore[return-value]
 
     def identity(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from qwen_evals.core.types import Generate, LogLikelihood, LogLikelihoodResult, ModelTokenizer
+from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, ModelTokenizer
 
 
 class Backend(Protocol):
@@ -21,7 +21,7 @@ class Backend(Protocol):
 
     def loglikelihood(self, requests: Sequence[LogLikelihood]) -> list[LogLikelihoodResult]: ...
 
-    def generate(self, requests: Sequence[Generate]) -> list[str]: ...
+    def generate(self, requests: Sequence[Generate]) -> list[Generation]: ...
 
     def identity(self) -> dict[str, Any]:
         """What, besides a request, determines its output (model, revision, precision, chat format)."""

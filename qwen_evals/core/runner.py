@@ -16,7 +16,18 @@ from qwen_evals.core.errors import EvalError
 from qwen_evals.core.record import plain
 from qwen_evals.core.report import Report
 from qwen_evals.core.task import Task
-from qwen_evals.core.types import Generate, LogLikelihood, LogLikelihoodResult, Output, Request
+from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, Output, Request
+
+GENERATION_FACTS = {
+    "finish_reason": "finish_reason",
+    "stopped_at": "stop",
+    "prompt_tokens": "prompt_tokens",
+    "generated_tokens": "generated_tokens",
+    "prompt_truncated": "prompt_truncated",
+    "rendered_prompt": "rendered_prompt",
+    "batch_seconds": "batch_seconds",
+}
+"""samples.jsonl column -> `Generation` field, recorded for every generated sample."""
 
 
 def evaluate(
@@ -47,9 +58,13 @@ def evaluate(
     per_sample = [task.requests(s) for s in samples]
     rank, world = shard
     mine = list(range(rank, len(samples), world))
-    outputs = _run_all(backend, [per_sample[i] for i in mine])
+    results = _run_all(backend, [per_sample[i] for i in mine])
+    outputs = [_task_outputs(r) for r in results]
     scored = task.score_all([samples[i] for i in mine], outputs)
-    rows = [{"id": samples[i].id, "prompt": _prompt_record(per_sample[i]), **row} for i, row in zip(mine, scored)]
+    rows = [
+        {"id": samples[i].id, "prompt": _prompt_record(per_sample[i]), **row, **_facts(result)}
+        for i, row, result in zip(mine, scored, results)
+    ]
     if world > 1:
         gathered = gather(plain([(i, row) for i, row in zip(mine, rows)]))
         if gathered is None:
@@ -72,7 +87,7 @@ def evaluate(
     )
 
 
-def _run_all(backend: Backend, per_sample: list[list[Request]]) -> list[list[Output]]:
+def _run_all(backend: Backend, per_sample: list[list[Request]]) -> list[list[Generation | LogLikelihoodResult]]:
     """Flatten, call the backend once per request kind, and regroup by sample."""
     flat = [(i, j, r) for i, reqs in enumerate(per_sample) for j, r in enumerate(reqs)]
     results: list[list[Any]] = [[None] * len(reqs) for reqs in per_sample]
@@ -91,7 +106,7 @@ def _run_all(backend: Backend, per_sample: list[list[Request]]) -> list[list[Out
 def _batch_invariance(task: Task, backend: Backend, samples: list, per_sample: list, outputs: list) -> dict[str, Any]:
     """Scores of the canary samples at batch size 1 against the production run."""
     with backend.one_at_a_time():
-        alone = _run_all(backend, per_sample)
+        alone = [_task_outputs(r) for r in _run_all(backend, per_sample)]
     drifted, max_diff = [], 0.0
     for sample, batched, single in zip(samples, outputs, alone):
         first, second = task.score(sample, batched), task.score(sample, single)
@@ -101,6 +116,20 @@ def _batch_invariance(task: Task, backend: Backend, samples: list, per_sample: l
             if isinstance(a, LogLikelihoodResult):
                 max_diff = max(max_diff, abs(a.logprob - b.logprob))
     return {"n": len(samples), "drifted": drifted, "max_logprob_diff": max_diff}
+
+
+def _task_outputs(results: list[Any]) -> list[Output]:
+    """What a task scores: the reply's text, or the log-likelihood result."""
+    return [r.text if isinstance(r, Generation) else r for r in results]
+
+
+def _facts(results: list[Any]) -> dict[str, Any]:
+    """How a sample's outputs were produced, for its row: one value per fact, or a list for several requests."""
+    generations = [r for r in results if isinstance(r, Generation)]
+    if generations:
+        facts = {column: [getattr(g, field) for g in generations] for column, field in GENERATION_FACTS.items()}
+        return {k: v[0] if len(v) == 1 else v for k, v in facts.items()}
+    return {"prompt_tokens": results[0].context_tokens}  # log-likelihoods of one sample share their context
 
 
 def _prompt_record(requests: list[Request]) -> Any:

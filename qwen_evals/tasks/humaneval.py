@@ -49,7 +49,7 @@ from qwen_evals.core.errors import EvalError
 from qwen_evals.core.hub import load_hub_dataset
 from qwen_evals.core.metrics import Metric
 from qwen_evals.core.task import EvalProtocol, Task, protocol_table
-from qwen_evals.core.types import Extraction, Generate, Output, Request, Sample
+from qwen_evals.core.types import Decoding, Extraction, Generate, Output, Request, Sample
 from qwen_evals.scoring.pass_at_k import pass_at_k
 from qwen_evals.scoring.sandbox import ExecResult, Sandbox
 
@@ -178,6 +178,7 @@ class HumanEval(Task):
         self.revision = revision
         self.n_samples = n_samples
         self.temperature = float(temperature)
+        self.decoding = Decoding(temperature=self.temperature)  # greedy at 0, else plain sampling (no top-p / top-k)
         self.ks = sorted({1, *(k for k in pass_at_k if 1 <= k <= n_samples)})
         self.max_new_tokens = max_new_tokens
         self.sandbox = sandbox or Sandbox()
@@ -293,12 +294,12 @@ def _chat_0shot(task: HumanEval, sample: Sample) -> list[Request]:
     p: Problem = sample.metadata["problem"]
     prompt = [{"role": "user", "content": CHAT_INSTRUCTION + p.prompt}]
     reference = f"```python\n{p.prompt}{p.canonical_solution}```"
-    return [Generate(prompt, task.max_new_tokens, (), task.temperature, reference)] * task.n_samples
+    return [Generate(prompt, task.max_new_tokens, (), task.decoding, reference)] * task.n_samples
 
 
 def _base_0shot(task: HumanEval, sample: Sample) -> list[Request]:
     p: Problem = sample.metadata["problem"]
-    return [Generate(p.prompt, task.max_new_tokens, BASE_STOP, task.temperature, p.canonical_solution)] * task.n_samples
+    return [Generate(p.prompt, task.max_new_tokens, BASE_STOP, task.decoding, p.canonical_solution)] * task.n_samples
 
 
 def _read_chat(task: HumanEval, sample: Sample, outputs: list[Output]) -> Extraction:

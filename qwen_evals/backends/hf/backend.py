@@ -25,7 +25,7 @@ from qwen_evals.backends.hf.loglikelihood import LogLikelihoodScorer
 from qwen_evals.backends.precision import Precision
 from qwen_evals.backends.prompting import PromptEncoder
 from qwen_evals.backends.qwen1.cache import conversion_info, model_source
-from qwen_evals.core.types import Generate, LogLikelihood, LogLikelihoodResult, ModelTokenizer, Prompt
+from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, ModelTokenizer, Prompt
 
 
 class HFBackend:
@@ -90,7 +90,7 @@ class HFBackend:
     def loglikelihood(self, requests: Sequence[LogLikelihood]) -> list[LogLikelihoodResult]:
         return self.scorer(requests)
 
-    def generate(self, requests: Sequence[Generate]) -> list[str]:
+    def generate(self, requests: Sequence[Generate]) -> list[Generation]:
         return self.generator(requests)
 
     @property
@@ -139,6 +139,11 @@ class HFBackend:
             "chat_format": self.chat_format,
             "max_batch_tokens": self.batcher.max_batch_tokens,
             "generation_kwargs": self.generation_kwargs,
+            "generation": {
+                "settings": self.generator.effective,
+                "checkpoint_defaults_overridden": self.generator.checkpoint_defaults_overridden,
+                "user_overrides": self.generation_kwargs,
+            },
             **self.load_info,
             **self.batcher.stats,
             "truncated_prompts": self.prompts.truncated,

@@ -4,6 +4,13 @@ Requests are grouped by their generation settings (one `generate` call per
 group), prompts are fitted to the context window, and the text after the
 earliest stop string is cut, since generation may run past a stop string that
 ends inside a token.
+
+Decoding is the request's (`Decoding`: the protocol's settings) and nothing
+else: the checkpoint's own generation config is emptied of its sampling
+defaults when the model is loaded (`neutralize_generation_config`), because
+transformers fills every setting a call leaves unset from it (Qwen-7B-Chat's
+repetition_penalty 1.1 would otherwise apply to "greedy" runs). What was
+removed is recorded; `model.generation_kwargs` stays an explicit, recorded override.
 """
 
 from __future__ import annotations
@@ -18,11 +25,40 @@ from tqdm import tqdm
 
 from qwen_evals.backends.batching import by_generation_settings
 from qwen_evals.backends.hf.batcher import Batcher
-from qwen_evals.backends.prompting import PromptEncoder, cut_at_stop
+from qwen_evals.backends.prompting import PromptEncoder, split_at_stop
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.types import Generate
+from qwen_evals.core.types import Decoding, Generate, Generation
 
 ENGINES = ("static", "continuous")
+KEPT_FROM_CHECKPOINT = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+"""Generation-config fields that describe the vocabulary, not decoding: kept from the checkpoint."""
+
+
+def neutralize_generation_config(model: Any) -> dict[str, Any]:
+    """Replace the model's generation config by one without decoding defaults; returns what was removed."""
+    from transformers import GenerationConfig
+
+    checkpoint = model.generation_config
+    removed = {
+        k: v
+        for k, v in checkpoint.to_diff_dict().items()
+        if k not in KEPT_FROM_CHECKPOINT and k not in ("transformers_version", "_from_model_config")
+    }
+    model.generation_config = GenerationConfig(**{k: getattr(checkpoint, k, None) for k in KEPT_FROM_CHECKPOINT})
+    return removed
+
+
+def decoding_settings(decoding: Decoding) -> dict[str, Any]:
+    """transformers `generate` settings for exactly this decoding (every one set, none left to defaults)."""
+    if decoding.greedy:
+        return {"do_sample": False, "repetition_penalty": decoding.repetition_penalty}
+    return {
+        "do_sample": True,
+        "temperature": decoding.temperature,
+        "top_p": decoding.top_p,
+        "top_k": decoding.top_k,
+        "repetition_penalty": decoding.repetition_penalty,
+    }
 
 
 class Generator:
@@ -46,65 +82,88 @@ class Generator:
         self.engine = engine
         self.max_length = max_length
         self.generation_kwargs = generation_kwargs
+        self.checkpoint_defaults_overridden = neutralize_generation_config(model)
+        self.effective: list[dict[str, Any]] = []
+        """Every distinct set of generation settings a call used (recorded in summary.json)."""
 
     @torch.inference_mode()
-    def __call__(self, requests: Sequence[Generate]) -> list[str]:
-        results: list[str] = [""] * len(requests)
-        for (max_new, stop, temperature), members in by_generation_settings(requests).items():
-            rows = [self.prompts.fit(self.prompts.encode(requests[i].prompt), self.max_length - max_new) for i in members]
+    def __call__(self, requests: Sequence[Generate]) -> list[Generation]:
+        results: list[Generation | None] = [None] * len(requests)
+        for (max_new, stop, decoding), members in by_generation_settings(requests).items():
+            config = self._config(max_new, decoding, stop)
+            prompts = [requests[i].prompt for i in members]
+            encoded = [self.prompts.encode(p) for p in prompts]
+            room = self.max_length - max_new
+            rows = [self.prompts.fit(ids, room) for ids in encoded]
             with self.batcher.progress(len(rows), "generate") as bar:
                 if self.engine == "continuous":
-                    texts = self._continuous(rows, max_new, stop, temperature, bar)
+                    made = self._continuous(rows, config, stop, bar)
                 else:
-                    batch = partial(self._static_batch, rows, max_new, stop, temperature)
-                    texts = self.batcher.run(rows, max_new, batch, bar)
-            for index, text in zip(members, texts):
-                results[index] = text
-        return results
+                    made = self.batcher.run(rows, max_new, partial(self._static_batch, rows, config, stop), bar)
+            for index, prompt, ids, row, (text, reason, ended_by, n_new, seconds) in zip(
+                members, prompts, encoded, rows, made
+            ):
+                results[index] = Generation(
+                    text, reason, ended_by, len(row), n_new, len(ids) > room, self.prompts.render(prompt), seconds
+                )
+        return results  # type: ignore[return-value]
+
+    def _config(self, max_new: int, decoding: Decoding, stop: tuple[str, ...]) -> Any:
+        from transformers import GenerationConfig
+
+        settings = {
+            "max_new_tokens": max_new,
+            **decoding_settings(decoding),
+            "eos_token_id": self._stop_ids(),
+            "pad_token_id": self.batcher.pad_id,
+            **({"stop_strings": list(stop)} if stop else {}),
+            **self.generation_kwargs,
+        }
+        if settings not in self.effective:
+            self.effective.append(settings)
+        return GenerationConfig(**settings)
 
     def _stop_ids(self) -> list[int]:
         return self.prompts.stop_token_ids(self.model.generation_config.eos_token_id)
 
-    def _continuous(self, rows: list[list[int]], max_new: int, stop: tuple[str, ...], temperature: float, bar: tqdm) -> list[str]:
+    def _finish(self, new_ids: list[int], max_new: int, stop: tuple[str, ...]) -> tuple[str, str, str | None, int]:
+        """(text, finish reason, what ended it, generated token count) of one row of new token ids."""
+        stop_ids = set(self._stop_ids())
+        end = next((k for k, token in enumerate(new_ids) if token in stop_ids), None)
+        kept = new_ids if end is None else new_ids[:end]
+        if end is None:  # a row finished by a stop string is padded after it
+            while kept and kept[-1] == self.batcher.pad_id and len(kept) < max_new:
+                kept = kept[:-1]
+        text, string = split_at_stop(self.prompts.tokenizer.decode(kept, skip_special_tokens=True), stop)
+        if string is not None:
+            return text, "stop", string, len(kept)
+        if end is not None:
+            return text, "eos", self.prompts.tokenizer.decode([new_ids[end]]), end + 1
+        return text, "length", None, len(kept)
+
+    def _continuous(self, rows: list[list[int]], config: Any, stop: tuple[str, ...], bar: tqdm) -> list[tuple]:
         """transformers' continuous batching (paged attention): a finished sequence frees its slot at once.
 
         Stop strings are applied to the finished text, so a sequence that meets
         one runs on to its end-of-turn token or `max_new`.
         """
-        from transformers import GenerationConfig
-
-        config = GenerationConfig(
-            max_new_tokens=max_new,
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else None,
-            eos_token_id=self._stop_ids(),
-            pad_token_id=self.batcher.pad_id,
-            **self.generation_kwargs,
-        )
         start = time.perf_counter()
         outputs = self.model.generate_batch(inputs=rows, generation_config=config, progress_bar=False)
         # Request ids are "req_<position in inputs>".
-        generated = [outputs[f"req_{i}"].generated_tokens for i in range(len(rows))]
-        self.batcher.count(sum(len(r) for r in rows) + sum(len(g) for g in generated), time.perf_counter() - start)
+        generated = [list(outputs[f"req_{i}"].generated_tokens) for i in range(len(rows))]
+        seconds = time.perf_counter() - start
+        finished = [self._finish(g, config.max_new_tokens, stop) for g in generated]
+        self.batcher.count(sum(len(r) for r in rows) + sum(f[3] for f in finished), seconds)
         bar.update(len(rows))
-        return [cut_at_stop(self.prompts.tokenizer.decode(g, skip_special_tokens=True), stop) for g in generated]
+        return [(*f, seconds) for f in finished]
 
-    def _static_batch(
-        self, rows: list[list[int]], max_new: int, stop: tuple[str, ...], temperature: float, batch: list[int]
-    ) -> list[str]:
+    def _static_batch(self, rows: list[list[int]], config: Any, stop: tuple[str, ...], batch: list[int]) -> list[tuple]:
         ids, mask, _ = self.batcher.left_pad([rows[i] for i in batch])
-        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-        stops = {"stop_strings": list(stop), "tokenizer": self.prompts.tokenizer} if stop else {}
+        start = time.perf_counter()
         out = self.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=max_new,
-            eos_token_id=self._stop_ids(),
-            pad_token_id=self.batcher.pad_id,
-            **sampling,
-            **stops,
-            **self.generation_kwargs,
+            input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=self.prompts.tokenizer
         )
-        new = out[:, ids.shape[1] :]
-        self.batcher.count(int(mask.sum()) + int((new != self.batcher.pad_id).sum()))
-        return [cut_at_stop(self.prompts.tokenizer.decode(row, skip_special_tokens=True), stop) for row in new]
+        seconds = time.perf_counter() - start
+        finished = [self._finish(row.tolist(), config.max_new_tokens, stop) for row in out[:, ids.shape[1] :]]
+        self.batcher.count(int(mask.sum()) + sum(f[3] for f in finished))
+        return [(*f, seconds) for f in finished]

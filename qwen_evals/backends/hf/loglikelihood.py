@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -65,7 +66,7 @@ class LogLikelihoodScorer:
             continuations = [pairs[i][1] for i in multi]
             for index, result in zip(multi, self._continuations(rows, continuations, bar)):
                 results[index] = result
-        return results  # type: ignore[return-value]
+        return [replace(r, context_tokens=len(context)) for r, (context, _) in zip(results, pairs)]  # type: ignore[arg-type]
 
     def _continuations(self, rows: list[list[int]], continuations: list[list[int]], bar: tqdm) -> list[LogLikelihoodResult]:
         def run(batch: list[int]) -> list[LogLikelihoodResult]:

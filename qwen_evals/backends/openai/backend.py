@@ -21,9 +21,9 @@ from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM, render_chatml
 from qwen_evals.backends.openai.http import JsonClient, ServerError, attempt_stats
 from qwen_evals.backends.openai.logprobs import continuation_tokens
 from qwen_evals.backends.precision import Precision
-from qwen_evals.backends.prompting import cut_at_stop
+from qwen_evals.backends.prompting import split_at_stop
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.types import Generate, LogLikelihood, LogLikelihoodResult, Message, Prompt
+from qwen_evals.core.types import Decoding, Generate, Generation, LogLikelihood, LogLikelihoodResult, Message, Prompt
 
 CHAT_FORMATS = (None, "chatml")
 
@@ -150,10 +150,10 @@ class OpenAIBackend:
             items.append((self._loglikelihood_text(request.prompt), request.continuation))
         return self._run_unique(items, self._score_one, "loglikelihood")
 
-    def generate(self, requests: Sequence[Generate]) -> list[str]:
+    def generate(self, requests: Sequence[Generate]) -> list[Generation]:
         # Sampled requests are each drawn (pass@k asks n copies); greedy copies are sent once.
         items = [
-            (_freeze(r.prompt), r.max_new_tokens, tuple(r.stop), float(r.temperature), i if r.temperature > 0 else -1)
+            (_freeze(r.prompt), r.max_new_tokens, tuple(r.stop), r.decoding, -1 if r.decoding.greedy else i)
             for i, r in enumerate(requests)
         ]
         return self._run_unique(items, self._generate_one, "generate")
@@ -208,9 +208,9 @@ class OpenAIBackend:
                     raise
             return [first] + [future.result() for future in futures]
 
-    def _generate_one(self, item: tuple) -> str:
-        prompt, max_new, stop, temperature, _ = item
-        body: dict[str, Any] = {"model": self.model, "max_tokens": max_new, "temperature": temperature, "n": 1}
+    def _generate_one(self, item: tuple) -> Generation:
+        prompt, max_new, stop, decoding, _ = item
+        body: dict[str, Any] = {"model": self.model, "max_tokens": max_new, "n": 1, **sampling_fields(decoding)}
         if stop:
             body["stop"] = list(stop)
         if isinstance(prompt, str):
@@ -219,10 +219,18 @@ class OpenAIBackend:
         else:
             endpoint = "/chat/completions"
             body["messages"] = self.messages(_thaw(prompt))
+        start = time.perf_counter()
         reply = self._http.post(endpoint, {**self.extra_body, **body})
+        seconds = time.perf_counter() - start
         choice = _first_choice(reply, self._http.url(endpoint))
         text = choice.get("text") if endpoint == "/completions" else (choice.get("message") or {}).get("content")
-        return cut_at_stop(text or "", stop)
+        text, string = split_at_stop(text or "", stop)
+        reason, ended = finish_reason(choice, stop, string)
+        usage = reply.get("usage") or {}
+        rendered = prompt if isinstance(prompt, str) else None  # the server applies its chat template
+        return Generation(
+            text, reason, ended, usage.get("prompt_tokens"), usage.get("completion_tokens"), None, rendered, seconds
+        )
 
     def _score_one(self, item: tuple[str, str]) -> LogLikelihoodResult:
         context, continuation = item
@@ -307,6 +315,39 @@ class OpenAIBackend:
 
 def _fresh_stats() -> dict[str, Any]:
     return {**attempt_stats(), "seconds": 0.0, "boundary_merged_tokens": 0}
+
+
+def finish_reason(choice: dict[str, Any], stop: tuple[str, ...], cut: str | None) -> tuple[str, str | None]:
+    """(finish reason, the stop string) of a choice.
+
+    OpenAI's "stop" covers both an end-of-turn token and a stop string; vLLM
+    tells them apart in `stop_reason` (the string, or null). Where a server
+    says neither and stop strings were asked for, the reason is "stop_or_eos".
+    """
+    if choice.get("finish_reason") == "length":
+        return "length", None
+    server_stop = choice.get("stop_reason")
+    if isinstance(server_stop, str) or cut is not None:
+        return "stop", server_stop if isinstance(server_stop, str) else cut
+    if stop and "stop_reason" not in choice:
+        return "stop_or_eos", None
+    return "eos", None
+
+
+def sampling_fields(decoding: Decoding) -> dict[str, Any]:
+    """Every sampling field of a request, sent even at its default value.
+
+    A server fills what a request omits from the checkpoint's generation config
+    (vLLM's default `--generation-config auto`), which for Qwen-7B-Chat means
+    repetition_penalty 1.1 in a "greedy" run. `top_k` and `repetition_penalty`
+    are extensions of the OpenAI API that vLLM, SGLang and llama.cpp accept.
+    """
+    return {
+        "temperature": decoding.temperature,
+        "top_p": decoding.top_p,
+        "top_k": decoding.top_k or -1,
+        "repetition_penalty": decoding.repetition_penalty,
+    }
 
 
 def _freeze(prompt: Prompt) -> Any:
