@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import sys
+import types
+
 import pytest
 import torch
 
 from qwen_evals.backends.chat_format import render_chatml
 from qwen_evals.backends.hf.backend import HFBackend
+from qwen_evals.backends.memory import weights_bytes
 from qwen_evals.backends.precision import Precision
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.types import Generate, LogLikelihood
@@ -121,17 +126,84 @@ def test_long_prompts_keep_their_end_and_are_counted(tiny_qwen2):
     assert result.logprob == pytest.approx(expected, abs=1e-4)
 
 
+QUANTIZED = {"int8": ("Linear8bitLt", Precision("int8", "bfloat16", "int8")), "nf4": ("Linear4bit", Precision("nf4", "bfloat16", "nf4"))}
+
+
+@pytest.fixture(scope="module")
+def by_precision(tiny_qwen2) -> dict[str, HFBackend]:
+    """The tiny model at fp32, bf16, and bitsandbytes int8 and NF4 (on the CPU here)."""
+    precisions = {"fp32": FP32, "bf16": Precision("bf16", "bfloat16"), **{k: p for k, (_, p) in QUANTIZED.items()}}
+    return {name: HFBackend(name="tiny", path=str(tiny_qwen2), precision=p) for name, p in precisions.items()}
+
+
 @pytest.mark.parametrize("quantization", ["int8", "nf4"])
-def test_quantized_precision_without_cuda_fails_before_reading_weights(tiny_qwen2, monkeypatch, quantization):
+def test_int8_and_nf4_run_on_the_cpu_with_bitsandbytes_layers(by_precision, quantization):
+    import bitsandbytes
+
+    backend = by_precision[quantization]
+    layer_class, _ = QUANTIZED[quantization]
+    assert type(backend.model.model.layers[0].mlp.up_proj).__name__ == layer_class
+    assert next(backend.model.parameters()).device.type == "cpu"
+    assert backend.load_info["bitsandbytes"] == bitsandbytes.__version__
+    scored = backend.loglikelihood(loglik_requests())
+    reference = by_precision["bf16"].loglikelihood(loglik_requests())
+    assert all(math.isfinite(r.logprob) and r.logprob < 0 for r in scored)
+    assert scored != reference  # the quantized weights are what ran
+    made = backend.generate([Generate(p, max_new_tokens=6) for p in PROMPTS])
+    assert all(g.generated_tokens > 0 for g in made)
+    memory = backend.describe()["memory"]
+    assert memory["device"] == "cpu" and memory["measure"] == "rss_high_water"
+    assert memory["peak_bytes"] >= memory["weights_bytes"] > 0 and memory["load_peak_bytes"] > 0
+
+
+def test_weight_footprints_shrink_by_the_quantized_formats_own_sizes(by_precision):
+    """fp32 > bf16 > int8 > NF4, and the decoder layers' bytes are exactly what each format stores."""
+    totals = {name: backend.describe()["memory"]["weights_bytes"] for name, backend in by_precision.items()}
+    assert totals["fp32"] > totals["bf16"] > totals["int8"] > totals["nf4"]
+    layers = {name: weights_bytes(backend.model.model.layers) for name, backend in by_precision.items()}
+    linear = [m for m in by_precision["bf16"].model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    weights, rows = sum(m.weight.numel() for m in linear), sum(m.out_features for m in linear)
+    assert layers["fp32"] == 2 * layers["bf16"]
+    # int8: 1 byte per weight instead of 2, plus one float32 scale per output row.
+    assert layers["int8"] == layers["bf16"] - 2 * weights + weights + 4 * rows
+    # NF4: half a byte per weight, an absmax per block of 64 (float32; bfloat16 once bitsandbytes has repacked
+    # the layer for an AVX512-BF16 CPU at its first forward) and a 16-entry float32 code book per layer.
+    states = [m.weight.quant_state for m in by_precision["nf4"].model.model.layers.modules() if hasattr(m, "weight")
+              and hasattr(m.weight, "quant_state")]  # fmt: skip
+    absmax = sum(s.absmax.element_size() * s.absmax.numel() for s in states)
+    assert len(states) == len(linear) and absmax in (4 * weights // 64, 2 * weights // 64)
+    assert layers["nf4"] == layers["bf16"] - 2 * weights + weights // 2 + absmax + 64 * len(linear)
+    assert layers["nf4"] < 0.3 * layers["bf16"] and layers["int8"] < 0.55 * layers["bf16"]
+
+
+def refuses_before_reading_weights(monkeypatch, path, quantization) -> pytest.ExceptionInfo:
     import transformers
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("weights were read")
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", must_not_load)
-    with pytest.raises(EvalError, match="needs a CUDA GPU"):
-        HFBackend(name="tiny", path=str(tiny_qwen2), precision=Precision(quantization, "bfloat16", quantization))
+    with pytest.raises(EvalError) as error:
+        HFBackend(name="tiny", path=str(path), precision=QUANTIZED[quantization][1])
+    return error
+
+
+@pytest.mark.parametrize("quantization", ["int8", "nf4"])
+def test_a_bitsandbytes_without_a_cpu_backend_is_named_with_its_version(tiny_qwen2, monkeypatch, quantization):
+    """bitsandbytes before 0.46 ran on CUDA only (and did not list its devices)."""
+    old = types.ModuleType("bitsandbytes")
+    old.__version__ = "0.45.5"
+    monkeypatch.setitem(sys.modules, "bitsandbytes", old)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    error = refuses_before_reading_weights(monkeypatch, tiny_qwen2, quantization)
+    assert f"precision={quantization}" in str(error.value)
+    assert "bitsandbytes 0.45.5 has no cpu backend" in str(error.value) and "qwen-evals[quant]" in str(error.value)
+
+
+def test_quantized_precision_without_bitsandbytes_says_how_to_get_it(tiny_qwen2, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails
+    error = refuses_before_reading_weights(monkeypatch, tiny_qwen2, "nf4")
+    assert "needs bitsandbytes: pip install 'qwen-evals[quant]'" in str(error.value)
 
 
 def test_unreachable_hub_fails_fast_naming_the_model_and_the_fix(monkeypatch):

@@ -17,7 +17,7 @@ from tests.conftest import REPO
 SAMPLE_FIELDS = {"id", "subject", "category", "prompt", "output", "prediction", "target", "correct", "parse_status"}
 SUMMARY_FIELDS = {
     "task", "protocol", "model", "model_revision", "precision", "metrics", "tables", "n_samples", "config",
-    "versions", "git_commit", "wall_seconds", "tokens_per_second", "peak_gpu_memory_gb", "backend",
+    "versions", "git_commit", "wall_seconds", "tokens_per_second", "memory", "backend",
 }  # fmt: skip
 
 
@@ -74,9 +74,13 @@ def test_multirun_sweeps_tasks_with_the_fake_oracle(shared_data, tmp_path):
 
 
 def test_user_errors_print_one_clear_line_and_exit_2(shared_data, tiny_qwen2, tmp_path):
-    done = run_eval("model=hf", f"model.path={tiny_qwen2}", "precision=int8", f"output_dir={tmp_path}/a")
+    # A bitsandbytes from before its CPU backend (0.46) shadows the installed one.
+    (tmp_path / "old" / "bitsandbytes").mkdir(parents=True)
+    (tmp_path / "old" / "bitsandbytes" / "__init__.py").write_text('__version__ = "0.45.5"\n')
+    done = run_eval("model=hf", f"model.path={tiny_qwen2}", "precision=int8", f"output_dir={tmp_path}/a",
+                    env={"PYTHONPATH": str(tmp_path / "old"), "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
     assert done.returncode == 2
-    assert "precision=int8" in done.stderr and "needs a CUDA GPU" in done.stderr
+    assert "precision=int8" in done.stderr and "bitsandbytes 0.45.5 has no cpu backend" in done.stderr
     assert "Traceback" not in done.stderr
     done = run_eval("model=fake", "task=mmlu", f"output_dir={tmp_path}/b", env={"HF_ENDPOINT": "http://127.0.0.1:9"})
     assert done.returncode == 2
@@ -85,6 +89,21 @@ def test_user_errors_print_one_clear_line_and_exit_2(shared_data, tiny_qwen2, tm
     done = run_eval("model=fake", "task.protocol=cot", f"data_dir={shared_data}", f"output_dir={tmp_path}/c")
     assert done.returncode == 2 and "task.protocol='cot'" in done.stderr
     assert not Path(tmp_path / "c" / "summary.json").exists()
+
+
+def test_int8_and_nf4_run_on_the_cpu_and_their_weights_shrink_in_order(tiny_qwen2, shared_data, tmp_path):
+    done = run_eval(
+        "-m", "model=hf", f"model.path={tiny_qwen2}", "precision=bf16,int8,nf4", f"data_dir={shared_data}", "limit=2",
+        "task.protocol=base_5shot", "task.subjects=[anatomy,astronomy]", "canary=0",
+        f"output_dir={tmp_path}/${{precision.name}}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = {p: json.loads((tmp_path / p / "summary.json").read_text()) for p in ("bf16", "int8", "nf4")}
+    memory = {p: s["memory"] for p, s in summaries.items()}
+    assert all(m["device"] == "cpu" and m["peak_bytes"] >= m["weights_bytes"] for m in memory.values())
+    assert memory["bf16"]["weights_bytes"] > memory["int8"]["weights_bytes"] > memory["nf4"]["weights_bytes"]
+    assert summaries["int8"]["backend"]["bitsandbytes"] and summaries["nf4"]["n_samples"] == 4
+    assert all(s["tokens_per_second"] > 0 for s in summaries.values())
 
 
 def test_a_killed_run_resumes_from_its_stored_requests(tiny_qwen2, shared_data, tmp_path):

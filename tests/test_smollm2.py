@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from qwen_evals.backends.hf import gguf
+from qwen_evals.backends.hf.backend import HFBackend
+from qwen_evals.backends.precision import Precision
 from qwen_evals.core.runner import evaluate
 from qwen_evals.core.types import Generate
 from qwen_evals.tasks.mmlu import MMLU
@@ -31,3 +38,24 @@ def test_mmlu_chat_0shot_records_extraction_of_real_replies(smollm2, shared_data
     assert set(records["parse_status"]) <= {"strict", "fallback", "fuzzy", "unparsed"}
     assert records["prediction"].notna().all()
     assert 0.0 <= report.summary["metrics"]["accuracy"] <= 1.0
+
+
+def test_a_gguf_checkpoint_at_nf4_loads_a_dequantized_copy_made_once(smollm2, tmp_path):
+    """transformers cannot apply bitsandbytes while reading GGUF: the GGUF's own weights are copied once."""
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    nf4 = HFBackend(name="smollm2", path=smollm2.path, gguf_file=name, precision=Precision("nf4", "bfloat16", "nf4"),
+                    convert_cache_dir=str(tmp_path), device_map=None, max_length=8192)  # fmt: skip
+    copy = Path(nf4.load_info["gguf_copy"])
+    assert copy.parent == tmp_path and (copy / gguf.MARKER).is_file()
+    assert type(nf4.model.model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
+    saved = load_file(copy / "model.safetensors")
+    reference = smollm2.model.state_dict()
+    assert "model.layers.0.mlp.up_proj.weight" in saved
+    assert all(torch.equal(tensor, reference[key].to(torch.bfloat16)) for key, tensor in saved.items())
+    chat = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    assert nf4.render(chat) == smollm2.render(chat)
+    [answer] = nf4.generate([Generate(chat, max_new_tokens=16)])
+    assert "Paris" in answer.text
+    built = (copy / gguf.MARKER).stat().st_mtime_ns
+    assert gguf.dequantized_copy(smollm2.path, name, "bfloat16", tmp_path) == copy
+    assert (copy / gguf.MARKER).stat().st_mtime_ns == built

@@ -18,7 +18,8 @@ class Precision:
     Args:
         name: the label used in result paths and tables ("bf16", "nf4", ...).
         dtype: activation / non-quantized weight dtype; for nf4 also the compute dtype.
-        quantization: None, "int8" (LLM.int8()) or "nf4" (4-bit NormalFloat), both bitsandbytes.
+        quantization: None, "int8" (LLM.int8()) or "nf4" (4-bit NormalFloat), both bitsandbytes,
+            on any device the installed bitsandbytes has kernels for (CUDA; the CPU since 0.46).
         double_quant: nf4 only: quantize the quantization constants too (saves ~0.4 bit/param).
     """
 
@@ -34,11 +35,6 @@ class Precision:
             raise EvalError(f"precision.quantization={self.quantization!r} is not one of {list(QUANTIZATIONS)}")
         if self.double_quant and self.quantization != "nf4":
             raise EvalError("precision.double_quant applies to quantization=nf4 only")
-
-    @property
-    def needs_cuda(self) -> bool:
-        """bitsandbytes' int8 and 4-bit kernels run on CUDA devices only."""
-        return self.quantization is not None
 
     def torch_dtype(self) -> Any:
         import torch

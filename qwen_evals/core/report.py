@@ -60,7 +60,7 @@ class Report:
             "confidence": {"level": stats.LEVEL, "method": "bootstrap", "n_boot": stats.N_BOOT, "seed": stats.SEED},
             "wall_seconds": self.wall_seconds,
             "tokens_per_second": model.get("tokens_per_second"),
-            "peak_gpu_memory_gb": model.get("peak_gpu_memory_gb"),
+            "memory": model.get("memory"),  # weights and peak memory (backends/memory.py); None where not measured
             "backend": model,
             "data_fingerprint": self.data_fingerprint,
             "config": config or {},

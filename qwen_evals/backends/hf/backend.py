@@ -14,14 +14,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import torch
-
 from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM
 from qwen_evals.backends.hf.batcher import Batcher
 from qwen_evals.backends.hf.compat import ModelCompat
 from qwen_evals.backends.hf.generation import Generator
-from qwen_evals.backends.hf.loading import context_length, load_model_and_tokenizer, local_files_fingerprint
+from qwen_evals.backends.hf.loading import (
+    context_length,
+    load_device,
+    load_model_and_tokenizer,
+    local_files_fingerprint,
+)
 from qwen_evals.backends.hf.loglikelihood import LogLikelihoodScorer
+from qwen_evals.backends.memory import MemoryMeter
 from qwen_evals.backends.precision import Precision
 from qwen_evals.backends.prompting import PromptEncoder
 from qwen_evals.backends.qwen1.cache import conversion_info, model_source
@@ -54,6 +58,8 @@ class HFBackend:
         self.name = name
         self.path = path
         self.precision = precision
+        self.memory = MemoryMeter(load_device(device_map))
+        self.memory.loading()
         load_path, load_revision = model_source(
             path, revision, convert=convert, trust_remote_code=trust_remote_code, cache_dir=convert_cache_dir
         )
@@ -66,7 +72,9 @@ class HFBackend:
             attn_implementation=attn_implementation,
             device_map=device_map,
             long_context=dict(long_context) if long_context else None,
+            cache_dir=convert_cache_dir,
         )
+        self.memory.loaded()
         if load_path != path:
             origin = conversion_info(load_path)
             self.load_info.update(converted_copy=load_path, revision=origin.get("commit") or revision)
@@ -132,7 +140,7 @@ class HFBackend:
             yield
 
     def describe(self) -> dict[str, Any]:
-        info = {
+        return {
             "backend": "hf",
             "path": self.path,
             "max_length": self.max_length,
@@ -148,7 +156,5 @@ class HFBackend:
             **self.batcher.stats,
             "truncated_prompts": self.prompts.truncated,
             "tokens_per_second": self.batcher.tokens_per_second(),
+            "memory": self.memory.report(self.model),
         }
-        if torch.cuda.is_available():
-            info["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-        return info

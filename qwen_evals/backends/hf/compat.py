@@ -46,3 +46,16 @@ class ModelCompat:
         from transformers import DynamicCache
 
         return DynamicCache(ddp_cache_data=tensors, config=self.model.config)
+
+
+def dense_gguf_kwargs() -> dict[str, Any]:
+    """`from_pretrained` arguments that read a GGUF file into a plain dense model that can be saved.
+
+    transformers >= 5 loads GGUF through a quantizer that stays attached (and
+    refuses `save_pretrained`) unless dequantization is asked for explicitly;
+    4.x always dequantizes and has no `GgufConfig`.
+    """
+    import transformers
+
+    config = getattr(transformers, "GgufConfig", None)
+    return {"quantization_config": config(dequantize=True)} if config is not None else {}

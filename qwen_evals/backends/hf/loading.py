@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from qwen_evals.backends.hf.gguf import dequantized_copy
 from qwen_evals.backends.hf.long_context import long_context_config_overrides
 from qwen_evals.backends.precision import Precision
 from qwen_evals.core.errors import EvalError
@@ -22,6 +24,60 @@ def attention_implementation(requested: str, precision: Precision, cuda: bool) -
     return "flash_attention_2" if flash_ready else "sdpa"
 
 
+def load_device(device_map: Any) -> str:
+    """The kind of device the weights load on: the GPU when there is one, unless device_map says "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and device_map != "cpu" else "cpu"
+
+
+def bitsandbytes_version(precision: Precision, device: str) -> str:
+    """The installed bitsandbytes version, once it is known to run `precision` on `device` ("cuda", "cpu").
+
+    bitsandbytes lists the torch devices it has kernels for (`supported_torch_devices`,
+    with "cpu" since 0.46); the releases before it ran on CUDA only and list none.
+    """
+    try:
+        import bitsandbytes
+    except ImportError as error:
+        raise EvalError(
+            f"precision={precision.name} ({precision.quantization}) needs bitsandbytes: pip install 'qwen-evals[quant]'"
+        ) from error
+    devices = set(getattr(bitsandbytes, "supported_torch_devices", {"cuda"}))
+    if device not in devices:
+        raise EvalError(
+            f"precision={precision.name} ({precision.quantization}): the installed bitsandbytes "
+            f"{bitsandbytes.__version__} has no {device} backend (it runs on {', '.join(sorted(devices))}); "
+            "bitsandbytes 0.46.1 or later runs int8 and NF4 on the CPU as well: pip install -U 'qwen-evals[quant]'"
+        )
+    if precision.quantization == "int8":
+        _log_once("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast")
+    return bitsandbytes.__version__
+
+
+class _OnceFilter(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix, self.seen = prefix, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(self.prefix):
+            return True
+        seen, self.seen = self.seen, True
+        return not seen
+
+
+def _log_once(logger: str, prefix: str) -> None:
+    """Let a logger's message that starts with `prefix` through once per process.
+
+    LLM.int8() quantizes activations from fp16, and bitsandbytes >= 0.49 logs
+    that on every int8 matmul given bf16 or fp32 inputs: thousands of lines a run.
+    """
+    target = logging.getLogger(logger)
+    if not any(isinstance(f, _OnceFilter) and f.prefix == prefix for f in target.filters):
+        target.addFilter(_OnceFilter(prefix))
+
+
 def load_model_and_tokenizer(
     path: str,
     precision: Precision,
@@ -32,30 +88,29 @@ def load_model_and_tokenizer(
     attn_implementation: str,
     device_map: str | None,
     long_context: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Model in eval mode, tokenizer, and what was chosen (for summary.json).
 
-    Every check that can fail without reading weights runs first, so a CPU
-    machine asked for int8 or an offline machine asked for a hub id fails in
-    seconds with a message that says what to change.
+    Every check that can fail without reading weights runs first, so a machine
+    whose bitsandbytes cannot run int8 there, or an offline machine asked for a
+    hub id, fails in seconds with a message that says what to change.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cuda = torch.cuda.is_available()
-    if precision.needs_cuda and not cuda:
-        raise EvalError(
-            f"precision={precision.name} ({precision.quantization}, bitsandbytes) needs a CUDA GPU and none is "
-            "visible; use precision=bf16, fp16 or fp32 on this machine."
-        )
-    if precision.needs_cuda and importlib.util.find_spec("bitsandbytes") is None:
-        raise EvalError(f"precision={precision.name} needs bitsandbytes: pip install 'qwen-evals[quant]'")
+    chosen: dict[str, Any] = {"dtype": precision.dtype, "quantization": precision.quantization}
+    if precision.quantization is not None:
+        chosen["bitsandbytes"] = bitsandbytes_version(precision, load_device(device_map))
     if not Path(path).exists():
         require_hub("model", path, "model.path=<local model dir>")
+    if gguf_file and precision.quantization is not None:
+        path, gguf_file = str(dequantized_copy(path, gguf_file, precision.dtype, cache_dir)), None
+        chosen["gguf_copy"] = path
     common = {"revision": revision, "trust_remote_code": trust_remote_code}
     if gguf_file:
         common["gguf_file"] = gguf_file
-    chosen: dict[str, Any] = {"dtype": precision.dtype, "quantization": precision.quantization}
     if device_map == "auto" and cuda and "LOCAL_RANK" in os.environ:
         # Data parallel (torchrun / accelerate launch): one whole model per process and GPU.
         device_map = {"": int(os.environ["LOCAL_RANK"])}

@@ -7,16 +7,13 @@ reused; `conversion_info` tells a copy's provenance for the run's records.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from qwen_evals.backends.conversion_cache import build_once, cache_root
 from qwen_evals.backends.qwen1.convert import CONVERTER_VERSION, MARKER, convert_qwen1
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.hub import require_hub
@@ -62,13 +59,11 @@ def converted_path(src: str, cache_dir: str | Path, *, revision: str | None = No
 
     The cache key is the converter version, the source (absolute folder path and
     its files' names, sizes and mtimes; or hub id and requested revision), so
-    weights replaced in place are converted again. A copy counts only once its
-    marker file (written last) is there; conversion runs in a temporary folder
-    renamed into place, under a file lock, so parallel ranks convert once.
-    A finished copy of a hub id is used without contacting the hub (pin
-    `revision` to a commit to make the cached copy exactly reproducible).
+    weights replaced in place are converted again; `build_once` makes it safe
+    against crashes and parallel ranks. A finished copy of a hub id is used
+    without contacting the hub (pin `revision` to a commit to make the cached
+    copy exactly reproducible).
     """
-    cache_dir = Path(cache_dir).expanduser()
     local = Path(src).expanduser()
     if local.is_dir():
         local = local.resolve()
@@ -77,24 +72,12 @@ def converted_path(src: str, cache_dir: str | Path, *, revision: str | None = No
         key = {"v": CONVERTER_VERSION, "hub": src, "revision": revision}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", local.name if local.is_dir() else src)[-60:]
-    final = cache_dir / f"qwen1-{label}-{digest}"
-    if (final / MARKER).is_file():
-        return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / f".{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / MARKER).is_file():  # another process finished while we waited
-            return final
-        if final.exists():  # an unfinished copy (no marker): never used, replaced
-            shutil.rmtree(final)
+
+    def build(out: Path) -> None:
         folder, provenance = source_folder(src, revision)
-        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache_dir))
-        try:
-            convert_qwen1(folder, work / "out", provenance=provenance)
-            os.replace(work / "out", final)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return final
+        convert_qwen1(folder, out, provenance=provenance)
+
+    return build_once(Path(cache_dir).expanduser() / f"qwen1-{label}-{digest}", MARKER, build)
 
 
 def model_source(
@@ -114,8 +97,7 @@ def model_source(
         return path, revision
     if convert not in CONVERTERS:
         raise EvalError(f"model.convert={convert!r} is not one of {sorted(CONVERTERS)}")
-    cache_dir = cache_dir or os.environ.get("EVALS_CONVERTED_DIR") or "~/.cache/qwen-evals/converted"
-    return str(converted_path(path, cache_dir, revision=revision)), None
+    return str(converted_path(path, cache_root(cache_dir), revision=revision)), None
 
 
 def conversion_info(path: str | Path) -> dict[str, Any]:
