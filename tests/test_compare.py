@@ -41,7 +41,7 @@ def write_run(
     subjects: list[str] | None = None,
     column: str = "correct",
     metric: str = "accuracy",
-    peak_gpu_memory_gb: float | None = None,
+    memory: dict | None = None,
     finished_at: str = "2026-01-01T00:00:00+00:00",
 ) -> Path:
     """A run folder in the format run_eval.py writes (samples.jsonl + summary.json), from per-sample values."""
@@ -65,11 +65,18 @@ def write_run(
         "metric_declarations": [declared.to_dict()], "main_metric": metric,
         "model": model, "model_revision": None, "precision": precision, "n_samples": len(values),
         "metrics": {metric: mean, f"{metric}_stderr": float(np.std(values, ddof=1) / math.sqrt(len(values)))},
-        "tables": {}, "wall_seconds": 1.0, "tokens_per_second": None, "peak_gpu_memory_gb": peak_gpu_memory_gb,
+        "tables": {}, "wall_seconds": 1.0, "tokens_per_second": None, "memory": memory,
         "data_fingerprint": "same", "finished_at": finished_at,
     }  # fmt: skip
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
+
+
+def gpu_memory(peak_gb: float, weights_gb: float | None = None) -> dict:
+    """A run's `memory` block as the transformers backend writes it on a GPU."""
+    weights_gb = peak_gb * 0.9 if weights_gb is None else weights_gb
+    return {"device": "cuda", "measure": "cuda_max_allocated", "weights_bytes": int(weights_gb * 2**30),
+            "load_peak_bytes": int(peak_gb * 2**30), "peak_bytes": int(peak_gb * 2**30), "resident_at_start_bytes": 0}  # fmt: skip
 
 
 def flipped(values: np.ndarray, right_to_wrong: int, wrong_to_right: int, seed: int = 0) -> np.ndarray:

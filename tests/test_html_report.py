@@ -25,7 +25,7 @@ import pytest
 from qwen_evals.analysis.card import load_card
 from qwen_evals.analysis.leaderboard import write
 from qwen_evals.analysis.results import load_runs
-from tests.test_compare import run_fake_sweep, write_run
+from tests.test_compare import gpu_memory, run_fake_sweep, write_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -125,7 +125,7 @@ def report(tmp_path_factory, shared_data) -> Path:
                    f"output_dir={root}/${{model.policy}}/${{hydra:runtime.choices.task}}")  # fmt: skip
     for precision, right, memory in (("bf16", 60, 16.3), ("int8", 55, 10.2), ("nf4", 48, 7.5)):
         write_run(root / "quant" / precision, [i < right for i in range(100)], model="ckpt", precision=precision,
-                  peak_gpu_memory_gb=memory)  # fmt: skip
+                  memory=gpu_memory(memory))  # fmt: skip
     out = root / "report"
     write(load_runs([root]), out, load_card(), None)
     return out
@@ -168,7 +168,7 @@ def test_index_renders_with_table_and_charts(report, browser):
     )
     titles = [c["title"] for c in charts]
     assert titles == ["C-Eval (accuracy)", "MMLU (accuracy)", "C-Eval chat_0shot val: by category",
-                      "MMLU chat_0shot test: by category", "Score vs peak GPU memory (hollow: card)"]  # fmt: skip
+                      "MMLU chat_0shot test: by category", "Score vs peak memory (hollow: card)"]  # fmt: skip
     assert all(c["w"] > 300 and c["h"] > 80 for c in charts)  # laid out, not just present in the source
     ceval, mmlu, by_category, _, memory = charts
     assert (ceval["bars"], ceval["whiskers"], ceval["reference"]) == (1, 2, 1)  # oracle 100, worst 0, card line

@@ -24,7 +24,7 @@ from qwen_evals.core.types import Generate
 from qwen_evals.scoring.numbers import strict_answer
 from qwen_evals.tasks.gsm8k import GSM8K
 from tests.conftest import REPO
-from tests.test_compare import flipped, run_fake_sweep, write_run
+from tests.test_compare import flipped, gpu_memory, run_fake_sweep, write_run
 
 
 @pytest.fixture(scope="module")
@@ -66,25 +66,42 @@ def test_one_precision_sweep_gives_the_cards_quantization_table(fake_results):
     table = quantization(load_runs([fake_results]), load_card()).set_index("precision")
     assert list(table.index) == ["bf16", "int8", "nf4"]
     assert set(table["model"]) == {"fake-oracle"} and set(table["task"]) == {"MMLU"}
-    assert table["delta_vs_bf16"].tolist() == [0.0, 0.0, 0.0]
+    assert set(table["reference"]) == {"bf16"} and table["delta"].tolist() == [0.0, 0.0, 0.0]
     assert table["card_score"].tolist() == [56.7, 52.8, 48.9]
-    assert table["card_delta_vs_bf16"].tolist() == pytest.approx([0.0, -3.9, -7.8])
+    assert table["card_delta"].tolist() == pytest.approx([0.0, -3.9, -7.8])
     assert table["card_memory_gb"].tolist() == [16.2, 10.1, 7.4]
-    assert table.loc["int8", "p_vs_bf16"] == 1.0  # paired against the bf16 run: same answers
+    assert table.loc["int8", "p"] == 1.0  # paired against the bf16 run: same answers
+    assert table["peak_memory_gb"].isna().all()  # the fake backend measures no memory
 
 
-def test_quantization_deltas_memory_and_paired_test(tmp_path):
+def test_quantization_deltas_memory_and_paired_test_against_the_highest_precision(tmp_path):
     base = np.zeros(1000)
     base[:600] = 1
-    runs = {"bf16": (base, 16.4), "int8": (flipped(base, 30, 20), 10.2), "nf4": (flipped(base, 160, 10), 7.5)}
-    for precision, (values, memory) in runs.items():
+    runs = {"fp32": (base, 30.0), "bf16": (flipped(base, 2, 2), 16.4), "int8": (flipped(base, 30, 20), 10.2),
+            "nf4": (flipped(base, 160, 10), 7.5)}  # fmt: skip
+    for precision, (values, peak) in runs.items():
         write_run(tmp_path / precision, values.astype(bool).tolist(), model="ckpt", precision=precision,
-                  peak_gpu_memory_gb=memory)  # fmt: skip
+                  memory=gpu_memory(peak))  # fmt: skip
+    table = quantization(load_runs([tmp_path]), load_card()).set_index("precision")
+    assert list(table.index) == ["fp32", "bf16", "int8", "nf4"] and set(table["reference"]) == {"fp32"}
+    assert table["delta"].tolist() == pytest.approx([0.0, 0.0, -1.0, -15.0])
+    assert math.isnan(table.loc["fp32", "p"]) and table.loc["bf16", "p"] == 1.0
+    assert table.loc["int8", "p"] > 0.05 and table.loc["nf4", "p"] < 1e-6
+    assert table["peak_memory_gb"].tolist() == pytest.approx([30.0, 16.4, 10.2, 7.5], abs=1e-6)
+    assert table["weights_gb"].tolist() == pytest.approx([27.0, 14.76, 9.18, 6.75], abs=1e-6)
+    assert table["peak_vs_reference"].tolist() == pytest.approx([1.0, 16.4 / 30, 10.2 / 30, 7.5 / 30])
+    assert set(table["memory_device"]) == {"cuda"}
+    # The card has no fp32 row: its scores show, its deltas to the same reference cannot.
+    assert table["card_score"].tolist()[1:] == [56.7, 52.8, 48.9] and table["card_delta"].isna().all()
+
+
+def test_cpu_runs_show_their_resident_memory_in_the_quantization_view(tmp_path):
+    for precision, peak in (("fp32", 1.5), ("nf4", 0.9)):
+        memory = {**gpu_memory(peak), "device": "cpu", "measure": "rss_high_water"}
+        write_run(tmp_path / precision, [True, False] * 50, model="small", precision=precision, memory=memory)
     table = quantization(load_runs([tmp_path])).set_index("precision")
-    assert table["delta_vs_bf16"].tolist() == pytest.approx([0.0, -1.0, -15.0])
-    assert table.loc["int8", "p_vs_bf16"] > 0.05 and table.loc["nf4", "p_vs_bf16"] < 1e-6
-    assert table["memory_vs_bf16"].tolist() == pytest.approx([1.0, 10.2 / 16.4, 7.5 / 16.4])
-    assert math.isnan(table.loc["nf4", "card_score"])  # no card given
+    assert set(table["memory_device"]) == {"cpu"} and table["peak_memory_gb"].tolist() == pytest.approx([1.5, 0.9])
+    assert table.loc["nf4", "reference"] == "fp32" and table.loc["nf4", "n"] == 100
 
 
 def test_card_parity_marks_runs_within_and_outside_the_tolerance(tmp_path):

@@ -189,17 +189,17 @@ def quantization_section(quant: pd.DataFrame, card: Card | None) -> str:
         return '<p class="muted">No model was run at two or more precisions.</p>'
     points = []
     for _, row in quant.iterrows():
-        series = f"{row['model']} {row['task']}"
-        points.append(Point(series, row["precision"], row["peak_gpu_memory_gb"], row["score"], row["ci_low"],
+        series = f"{row['model']} {row['task']} ({row['memory_device']})"
+        points.append(Point(series, row["precision"], row["peak_memory_gb"], row["score"], row["ci_low"],
                             row["ci_high"]))  # fmt: skip
         if not math.isnan(row["card_memory_gb"]):
             points.append(Point(f"card {row['task']}", row["precision"], row["card_memory_gb"], row["card_score"],
                                 hollow=True))  # fmt: skip
     plotted = [p for p in points if not math.isnan(p.x)]
     chart = (
-        scatter_chart("Score vs peak GPU memory (hollow: card)", plotted, "peak GPU memory (GB)", "score (points)")
+        scatter_chart("Score vs peak memory (hollow: card)", plotted, "peak memory (GiB)", "score (points)")
         if plotted
-        else '<p class="muted">No run recorded peak GPU memory (CPU or fake backend).</p>'
+        else '<p class="muted">No run recorded its peak memory (fake or served backends).</p>'
     )
     return chart + html_table(quant.drop(columns="run_dir"))
 
@@ -213,13 +213,13 @@ def runs_table(runs: pd.DataFrame, slugs: dict[str, str]) -> str:
             + "".join(f"<td>{escape(_fmt(run[f]))}</td>" for f in ("task", "protocol", "split"))
             + f"<td>{escape(model_label(run))}</td>"
             + "".join(f'<td class="num">{_fmt(run[f], 2)}</td>' for f in ("n_samples", "score", "unparsed_rate",
-                                                                           "wall_seconds", "peak_gpu_memory_gb"))
+                                                                           "wall_seconds", "peak_memory_gb"))
             + f'<td><a class="samples" href="{page}">samples</a> · <a href="{page}#filter=wrong">wrong</a> · '
             f'<a href="{page}#filter=unparsed">unparsed</a></td>'
             f'<td class="muted">{escape(run["run_dir"])}</td></tr>'
         )  # fmt: skip
     head = "".join(f"<th>{h}</th>" for h in ("task", "protocol", "split", "model", "n", "score", "unparsed",
-                                              "wall s", "peak GB", "per-sample view", "folder"))  # fmt: skip
+                                              "wall s", "peak GiB", "per-sample view", "folder"))  # fmt: skip
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 

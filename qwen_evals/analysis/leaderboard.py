@@ -8,8 +8,9 @@ fills the tables. Written to `--out` (default `<first RESULTS_DIR>/leaderboard`)
 
 - `leaderboard.md` / `.csv`: models as rows, tasks as columns (each task's main
   metric, in points, ± the 95% CI half-width), with the card's own row;
-- `quantization.csv`: score and peak GPU memory per precision, delta to bf16
-  with a paired test against the bf16 run, next to the card's precision table;
+- `quantization.csv`: score, weights and peak memory, tokens/s per precision,
+  delta and a paired test against the highest precision run, next to the
+  card's precision table;
 - `card_parity.csv`: each run's delta to the card number, its CI, and whether it
   lies within the tolerance;
 - `categories.csv`: per-category scores (C-Eval, MMLU);
@@ -65,7 +66,10 @@ def markdown(frames: dict, card: Card | None, tolerance: float | None) -> str:
             "± is the half-width of the 95% bootstrap confidence interval.\n"
         ),
         markdown_table(frames["display"]),
-        "\n## Quantization (delta to bf16; p: paired test against the bf16 run)\n",
+        (
+            "\n## Quantization\n\nDelta and p (paired test) against the `reference` run, the highest precision of "
+            "each model and task. Memory in GiB: on cuda the tensors allocated, on cpu the process's resident set.\n"
+        ),
         markdown_table(frames["quantization"].drop(columns="run_dir", errors="ignore")),
     ]
     if card is not None:

@@ -139,13 +139,27 @@ def run_row(run_dir: Path, summary: dict[str, Any], where: str = "summary") -> d
         "n_samples": summary.get("n_samples"),
         "wall_seconds": _number(summary.get("wall_seconds")),
         "tokens_per_second": _number(summary.get("tokens_per_second")),
-        "peak_gpu_memory_gb": _number(summary.get("peak_gpu_memory_gb")),
+        **memory_columns(summary.get("memory") or {}),
         "data_fingerprint": summary.get("data_fingerprint"),
         "git_commit": summary.get("git_commit"),
         "finished_at": summary.get("finished_at"),
         "metrics": metrics,
         "tables": summary.get("tables") or {},
         "summary": summary,
+    }
+
+
+def memory_columns(memory: dict[str, Any]) -> dict[str, Any]:
+    """The run's `memory` block in GiB: weights, peak after loading, and the device the peak was measured on.
+
+    A CUDA peak is what tensors took (`torch.cuda.max_memory_allocated`), a CPU
+    peak the whole process's resident set (`memory.measure`); an absent block
+    (fake or served backends) gives NaN.
+    """
+    return {
+        "weights_gb": _number(memory.get("weights_bytes")) / 2**30,
+        "peak_memory_gb": _number(memory.get("peak_bytes")) / 2**30,
+        "memory_device": memory.get("device"),
     }
 
 

@@ -110,7 +110,17 @@ def _cell(score: float, low: float, high: float) -> str:
 
 
 def quantization(runs: pd.DataFrame, card: Card | None = None) -> pd.DataFrame:
-    """Per model and task run at two or more precisions: score, memory, and deltas to bf16 (run and card)."""
+    """Per model and task run at two or more precisions: score, memory and speed, with deltas to a reference.
+
+    The reference is the highest precision run (fp32, bf16, fp16, int8, nf4 in
+    that order), named in the `reference` column: `delta` is the score minus
+    its score, `p` the paired test against it (McNemar's exact test for
+    right/wrong answers), `peak_vs_reference` the ratio of peak memory.
+    Memory is in GiB (`memory_device`: cuda = tensors allocated, cpu = the
+    process's resident set). The card columns give the card's score and memory
+    at the row's precision and the card's own delta to the same reference
+    precision, blank where the card has no row at that precision.
+    """
     current = latest(runs)
     fields = ("model", "model_revision", "task", "protocol", "split", "metric")
     keyed = current.assign(_key=current.apply(lambda run: identity(run, fields), axis=1))
@@ -119,34 +129,36 @@ def quantization(runs: pd.DataFrame, card: Card | None = None) -> pd.DataFrame:
         if same["precision"].nunique() < 2:
             continue
         same = _row_order(same)
-        base = same[same["precision"] == "bf16"]
-        base = base.iloc[0] if len(base) else None
-        card_base = _card_quant(card, same.iloc[0], "bf16")
+        base = same.iloc[0]
+        card_base = _card_quant(card, base, base["precision"])
         for _, run in same.iterrows():
             p_value = math.nan
-            if base is not None and run["run_dir"] != base["run_dir"]:
+            if run["run_dir"] != base["run_dir"]:
                 try:
                     p_value = compare_pair(base, run).p_value
                 except EvalError:
                     pass  # not the same samples (e.g. another limit): no paired test
             entry = _card_quant(card, run, run["precision"])
-            memory = run["peak_gpu_memory_gb"]
             rows.append(
                 {
                     "model": run["model"],
                     "task": task_label(run["task"]),
                     "protocol": run["protocol"],
                     "precision": run["precision"],
+                    "n": run["n_samples"],
                     "score": run["score"],
                     "ci_low": run["ci_low"],
                     "ci_high": run["ci_high"],
-                    "delta_vs_bf16": run["score"] - base["score"] if base is not None else math.nan,
-                    "p_vs_bf16": p_value,
-                    "peak_gpu_memory_gb": memory,
-                    "memory_vs_bf16": memory / base["peak_gpu_memory_gb"] if base is not None else math.nan,
+                    "reference": base["precision"],
+                    "delta": run["score"] - base["score"],
+                    "p": p_value,
+                    "weights_gb": run["weights_gb"],
+                    "peak_memory_gb": run["peak_memory_gb"],
+                    "memory_device": run["memory_device"],
+                    "peak_vs_reference": run["peak_memory_gb"] / base["peak_memory_gb"],
                     "tokens_per_second": run["tokens_per_second"],
                     "card_score": entry.value if entry else math.nan,
-                    "card_delta_vs_bf16": entry.value - card_base.value if entry and card_base else math.nan,
+                    "card_delta": entry.value - card_base.value if entry and card_base else math.nan,
                     "card_memory_gb": entry.memory_gb if entry and entry.memory_gb else math.nan,
                     "run_dir": run["run_dir"],
                 }
