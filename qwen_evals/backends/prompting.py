@@ -6,6 +6,7 @@ from typing import Any
 
 from qwen_evals.backends.chat_format import CHATML_STOP_TOKENS, render_chatml
 from qwen_evals.core.errors import EvalError
+from qwen_evals.core.fingerprint import json_sha256, text_sha256
 from qwen_evals.core.types import LogLikelihood, Prompt
 
 
@@ -25,6 +26,14 @@ class PromptEncoder:
     @property
     def chat_format(self) -> str:
         return "template" if getattr(self.tokenizer, "chat_template", None) else "chatml"
+
+    def template_record(self) -> dict[str, Any]:
+        """How chat prompts are rendered: the tokenizer's template (its sha256), or ChatML with the system prompt."""
+        if self.chat_format == "template":
+            template = self.tokenizer.chat_template  # a string, or named templates in a dict
+            digest = text_sha256(template) if isinstance(template, str) else json_sha256(template)
+            return {"format": "template", "sha256": digest, "system_prompt": None}
+        return {"format": "chatml", "sha256": None, "system_prompt": self.system_prompt}
 
     def render(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):

@@ -3,6 +3,12 @@
 Missing requests go to the wrapped backend in chunks; each chunk is on disk
 before the next starts, so a killed run loses at most one chunk of work.
 Within a chunk the wrapped backend still sorts and batches freely.
+
+A stored result is reused only for the same request on the same `key_identity()`:
+the wrapped backend's identity (weights sha256, precision, attention kernel, chat
+template, generation overrides, converter version, ...) and the versions of the
+libraries that can change an output (`OUTPUT_LIBRARIES`). Change any of them and
+the rerun recomputes.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from qwen_evals.core.backend import Backend
+from qwen_evals.core.provenance import OUTPUT_LIBRARIES, package_version
 from qwen_evals.core.store import RequestStore, request_key
 from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, ModelTokenizer
 
@@ -30,6 +37,16 @@ class ResumableBackend:
 
     def identity(self) -> dict[str, Any]:
         return self.backend.identity()
+
+    def key_identity(self) -> dict[str, Any]:
+        """What a stored result's key covers besides the request."""
+        return {**self.backend.identity(), "libraries": {name: package_version(name) for name in OUTPUT_LIBRARIES}}
+
+    def checkpoint(self) -> dict[str, Any]:
+        return self.backend.checkpoint()
+
+    def chat_template(self) -> dict[str, Any]:
+        return self.backend.chat_template()
 
     def model_tokenizer(self) -> ModelTokenizer | None:
         return self.backend.model_tokenizer()
@@ -71,7 +88,7 @@ class ResumableBackend:
 
         Copies of a greedy request share one key, so they are computed once.
         """
-        identity = self.backend.identity()
+        identity = self.key_identity()
         seen: dict[str, int] = {}
         keys = []
         for request in requests:

@@ -12,13 +12,16 @@ import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from qwen_evals.backends.batching import by_generation_settings
 from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM
+from qwen_evals.backends.checkpoints import weights_identity
 from qwen_evals.backends.precision import Precision
 from qwen_evals.backends.prompting import PromptEncoder, split_at_stop
 from qwen_evals.core.errors import EvalError
+from qwen_evals.core.hub import HubResource
 from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, ModelTokenizer
 
 # vLLM's own name for bitsandbytes weight loading; it quantizes to 4-bit NF4.
@@ -77,6 +80,12 @@ class VLLMBackend:
         self.max_length = self.llm.llm_engine.model_config.max_model_len
         self.prompts = PromptEncoder(self.llm.get_tokenizer(), system_prompt, self.max_length)
         self._alone = False
+        self._checkpoint = {"path": path, "revision": revision, "commit": None, **weights_identity(path, revision)}
+
+    @staticmethod
+    def preflight(path: str, **_: Any) -> list[HubResource]:
+        """What loading would fetch from the hub (checked before any work)."""
+        return [] if Path(path).expanduser().exists() else [HubResource("model", path, "model.path=<local model dir>")]
 
     def _run(self, token_ids: list[list[int]], params: Any) -> list[Any]:
         prompts = [self._vllm.inputs.TokensPrompt(prompt_token_ids=ids) for ids in token_ids]
@@ -140,14 +149,20 @@ class VLLMBackend:
                 )  # fmt: skip
         return results  # type: ignore[return-value]
 
+    def checkpoint(self) -> dict[str, Any]:
+        return self._checkpoint
+
+    def chat_template(self) -> dict[str, Any]:
+        return self.prompts.template_record()
+
     def identity(self) -> dict[str, Any]:
         return {
             "backend": "vllm",
             "path": self.path,
             "revision": self.revision,
+            "weights_sha256": self._checkpoint["weights_sha256"],
             "precision": dataclasses.asdict(self.precision),
-            "chat_format": self.prompts.chat_format,
-            "system_prompt": self.prompts.system_prompt,
+            "chat_template": self.chat_template(),
             "max_length": self.max_length,
         }
 

@@ -24,7 +24,20 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[Generate]) -> list[Generation]: ...
 
     def identity(self) -> dict[str, Any]:
-        """What, besides a request, determines its output (model, revision, precision, chat format)."""
+        """Everything besides a request that can change its output: the resume store's key.
+
+        The weights' sha256, precision, attention kernel, chat template and system prompt,
+        generation overrides, converter version, ... (the library versions are added by the store).
+        """
+        ...
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The model's identity for the run record: `path`, requested `revision`, resolved hub `commit`,
+        `weights_sha256` (sha256 over the weight files' contents; None where there are none to read)."""
+        ...
+
+    def chat_template(self) -> dict[str, Any]:
+        """How chat prompts are rendered: `format`, the template's `sha256`, the `system_prompt` it adds."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from qwen_evals.core.errors import EvalError
 
 
 def benchmark_dir(data_dir: str | None, benchmark: str) -> str | None:
-    """`<data_dir>/<benchmark>` when that folder exists, else `data_dir` itself (None: use the hub)."""
-    if data_dir is None:
+    """`<data_dir>/<benchmark>` when that folder exists, else `data_dir` itself (None or "": use the hub)."""
+    if not data_dir:  # an unset environment variable reads as ""
         return None
     root = Path(data_dir)
     if not root.is_dir():

@@ -1,8 +1,9 @@
-"""Strict reading of the benchmarks' original files (CSV and JSON lines, plain or gzipped).
+"""Strict reading of the benchmarks' original files (CSV, JSON lines plain or gzipped, text, JSON).
 
 Every problem names the file and the row or line (1-based, a CSV header not
 counted), because a silently skipped or misread row changes a score without a
-trace.
+trace. Every file read is noted with its sha256 for the run record
+(`core/data_sources.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qwen_evals.core.data_sources import note_file
 from qwen_evals.core.errors import EvalError
 
 
@@ -23,8 +25,7 @@ def read_rows(path: Path, columns: Sequence[str], *, header: bool) -> list[dict[
     With `header=True` the file's header must contain `columns` (extra columns
     are allowed); without one, each row must have exactly `len(columns)` fields.
     """
-    if not path.is_file():
-        raise EvalError(f"Missing data file: {path}")
+    _require(path)
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         names = list(columns)
@@ -52,8 +53,7 @@ def read_rows(path: Path, columns: Sequence[str], *, header: bool) -> list[dict[
 
 def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """("<file>: line N", object) for each non-blank line of a .jsonl (or .jsonl.gz) file."""
-    if not path.is_file():
-        raise EvalError(f"Missing data file: {path}")
+    _require(path)
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
     with opener(path, "rt", encoding="utf-8") as handle:
@@ -71,3 +71,27 @@ def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
     if not rows:
         raise EvalError(f"{path}: the file has no data rows")
     return rows
+
+
+def read_text(path: Path, what: str = "") -> str:
+    """A UTF-8 text data file (a prompt file, a template)."""
+    _require(path, what)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise EvalError(f"{path}: not UTF-8 text ({error})") from error
+
+
+def read_json(path: Path, what: str = "") -> Any:
+    """A JSON data file (a subject mapping, a task list)."""
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as error:
+        raise EvalError(f"{path}: not valid JSON ({error})") from error
+
+
+def _require(path: Path, what: str = "") -> None:
+    """A missing file is an error naming it; a present one is noted for the run record."""
+    if not path.is_file():
+        raise EvalError(f"Missing data file: {path}" + (f" ({what})" if what else ""))
+    note_file(path)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from qwen_evals.core.errors import EvalError
+from qwen_evals.core.hub import HubResource
 from qwen_evals.core.metrics import Metric
 from qwen_evals.core.types import Extraction, Generate, LogLikelihood, ModelTokenizer, Output, Request, Sample
 
@@ -123,6 +124,17 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         """Task settings recorded in summary.json."""
         return {"protocol": self.protocol}
+
+    def hub_resources(self) -> list[HubResource]:
+        """What `load()` would fetch from the hub with these settings (checked before any work)."""
+        return []
+
+    def restrictions(self) -> dict[str, Any]:
+        """Settings that leave out part of the benchmark besides `limit` (e.g. chosen subjects); {} when none.
+
+        A run with any is partial: its record says so and the leaderboard keeps it off card parity.
+        """
+        return {}
 
     def bind_model(self, model: ModelTokenizer) -> None:  # noqa: B027 - optional hook, a no-op by default
         """The evaluated model's tokenizer, for tasks that count or compare tokens (default: unused)."""

@@ -46,7 +46,7 @@ import pandas as pd
 
 from qwen_evals.core.datafiles import read_jsonl
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.hub import load_hub_dataset
+from qwen_evals.core.hub import HubResource, load_hub_dataset
 from qwen_evals.core.metrics import Metric
 from qwen_evals.core.task import EvalProtocol, Task, protocol_table
 from qwen_evals.core.types import Decoding, Extraction, Generate, Output, Request, Sample
@@ -54,6 +54,7 @@ from qwen_evals.scoring.pass_at_k import pass_at_k
 from qwen_evals.scoring.sandbox import ExecResult, Sandbox
 
 HUB_ID = "openai/openai_humaneval"
+LOCAL_DATA = "data_dir=<dir with HumanEval.jsonl.gz>"
 DATA_FILES = ("HumanEval.jsonl.gz", "HumanEval.jsonl")
 FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 CHAT_INSTRUCTION = "Help me fill the following code.\n"
@@ -186,6 +187,9 @@ class HumanEval(Task):
             "humaneval: task.allow_code_execution=true, model-written code will run in the sandbox of qwen_evals/scoring/sandbox"
         )
 
+    def hub_resources(self) -> list[HubResource]:
+        return [] if self._data_file() else [HubResource("dataset", HUB_ID, LOCAL_DATA)]
+
     def describe(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol,
@@ -221,7 +225,7 @@ class HumanEval(Task):
         if path is not None:
             problems = [parse_problem(row, where) for where, row in read_jsonl(path)]
         else:
-            rows = load_hub_dataset(HUB_ID, None, "test", self.revision, "data_dir=<dir with HumanEval.jsonl.gz>")
+            rows = load_hub_dataset(HUB_ID, None, "test", self.revision, LOCAL_DATA)
             problems = [parse_problem(dict(row), f"{HUB_ID} test row {n}") for n, row in enumerate(rows, start=1)]
         seen = Counter(p.task_id for p in problems)
         duplicates = sorted(t for t, count in seen.items() if count > 1)

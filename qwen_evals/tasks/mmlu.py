@@ -63,6 +63,8 @@ class MMLU(MultipleChoiceExam):
     name = "mmlu"
     splits = ("dev", "val", "test")
     averaging = "micro"
+    hub_id = HUB_ID
+    local_data = "data_dir=<dir with MMLU csv files>"
 
     def all_subjects(self) -> list[str]:
         return sorted(SUBJECT_CATEGORY)
@@ -82,7 +84,7 @@ class MMLU(MultipleChoiceExam):
         ]
 
     def _read_hub(self, split: str, subject: str) -> list[Question]:
-        rows = load_hub_dataset(HUB_ID, subject, HUB_SPLITS[split], self.revision, "data_dir=<dir with MMLU csv files>")
+        rows = load_hub_dataset(HUB_ID, subject, HUB_SPLITS[split], self.revision, self.local_data)
         return [
             Question(subject, str(i), row["question"], dict(zip(LETTERS, row["choices"])), LETTERS[row["answer"]])
             for i, row in enumerate(rows)

@@ -279,6 +279,13 @@ class OpenAIBackend:
         """None: the server tokenizes, and there is no local tokenizer to count tokens with."""
         return None
 
+    def checkpoint(self) -> dict[str, Any]:
+        """A served model: the name it is served under; its weights are the server's and unseen here."""
+        return {"path": self.model, "revision": None, "commit": None, "weights_sha256": None, "served_at": self.base_url}
+
+    def chat_template(self) -> dict[str, Any]:
+        return {"format": "server", "sha256": None, "system_prompt": self.system_prompt}
+
     def identity(self) -> dict[str, Any]:
         """What besides the request decides an output; the URL is left out (a server may move)."""
         return {

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from qwen_evals.backends.qwen1.checkpoint import v1_config
 from qwen_evals.backends.qwen1.convert import CONVERTER_VERSION, MARKER, convert_qwen1
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.hub import require_hub
@@ -57,6 +58,37 @@ def _fingerprint(folder: Path) -> str:
     return hashlib.sha256(repr(entries).encode()).hexdigest()
 
 
+def copy_path(src: str, cache_dir: Path, revision: str | None) -> Path:
+    """Where the converted copy of `src` lives in `cache_dir` (whether or not it exists yet)."""
+    local = Path(src).expanduser()
+    if local.is_dir():
+        local = local.resolve()
+        key = {"v": CONVERTER_VERSION, "path": str(local), "revision": revision, "files": _fingerprint(local)}
+    else:
+        key = {"v": CONVERTER_VERSION, "hub": src, "revision": revision}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", local.name if local.is_dir() else src)[-60:]
+    return cache_dir / f"qwen1-{label}-{digest}"
+
+
+def default_cache_dir(cache_dir: str | Path | None) -> Path:
+    """`cache_dir`, else $EVALS_CONVERTED_DIR, else ~/.cache/qwen-evals/converted."""
+    return Path(cache_dir or os.environ.get("EVALS_CONVERTED_DIR") or "~/.cache/qwen-evals/converted").expanduser()
+
+
+def needs_download(src: str, revision: str | None, cache_dir: str | Path | None) -> bool:
+    """Whether converting `src` would fetch it from the hub (a hub id with no finished copy cached)."""
+    return not Path(src).expanduser().is_dir() and not (copy_path(src, default_cache_dir(cache_dir), revision) / MARKER).is_file()
+
+
+def check_convertible(path: str) -> None:
+    """A local folder given to a converting preset must hold a Qwen (v1) checkpoint (its config is read, no weights);
+    the error for any other names the override that loads it natively."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        v1_config(folder)
+
+
 def converted_path(src: str, cache_dir: str | Path, *, revision: str | None = None) -> Path:
     """A Qwen2 copy of the Qwen (v1) checkpoint `src` (hub id or folder), converted once into `cache_dir`.
 
@@ -69,15 +101,7 @@ def converted_path(src: str, cache_dir: str | Path, *, revision: str | None = No
     `revision` to a commit to make the cached copy exactly reproducible).
     """
     cache_dir = Path(cache_dir).expanduser()
-    local = Path(src).expanduser()
-    if local.is_dir():
-        local = local.resolve()
-        key = {"v": CONVERTER_VERSION, "path": str(local), "revision": revision, "files": _fingerprint(local)}
-    else:
-        key = {"v": CONVERTER_VERSION, "hub": src, "revision": revision}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    label = re.sub(r"[^A-Za-z0-9._-]+", "_", local.name if local.is_dir() else src)[-60:]
-    final = cache_dir / f"qwen1-{label}-{digest}"
+    final = copy_path(src, cache_dir, revision)
     if (final / MARKER).is_file():
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -114,8 +138,8 @@ def model_source(
         return path, revision
     if convert not in CONVERTERS:
         raise EvalError(f"model.convert={convert!r} is not one of {sorted(CONVERTERS)}")
-    cache_dir = cache_dir or os.environ.get("EVALS_CONVERTED_DIR") or "~/.cache/qwen-evals/converted"
-    return str(converted_path(path, cache_dir, revision=revision)), None
+    check_convertible(path)
+    return str(converted_path(path, default_cache_dir(cache_dir), revision=revision)), None
 
 
 def conversion_info(path: str | Path) -> dict[str, Any]:
