@@ -333,9 +333,10 @@ def test_bad_settings_are_user_errors():
 
 def test_model_config_composes_and_instantiates_with_precision():
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     from qwen_evals.backends.precision import Precision
+    from qwen_evals.cli.checks import RECORD_ONLY_KEYS
+    from qwen_evals.cli.run import build_backend
     from qwen_evals.core.config import register_resolvers
 
     register_resolvers()
@@ -343,8 +344,8 @@ def test_model_config_composes_and_instantiates_with_precision():
         cfg = compose(
             config_name="config", overrides=["model=openai", "precision=bf16", "model.base_url=http://127.0.0.1:9/v1"]
         )
-    assert set(cfg.model) - {"_target_"} <= set(inspect.signature(OpenAIBackend).parameters)
-    backend = instantiate(cfg.model, precision=cfg.precision)
+    assert set(cfg.model) - {"_target_", *RECORD_ONLY_KEYS} <= set(inspect.signature(OpenAIBackend).parameters)
+    backend = build_backend(cfg.model, cfg.precision)
     assert (
         isinstance(backend, OpenAIBackend)
         and isinstance(backend.precision, Precision)
