@@ -223,7 +223,7 @@ def test_gate_fails_when_the_candidate_is_significantly_worse(fake_runs, tmp_pat
         "GATE FAILED: worse: mmlu/chat_0shot/test accuracy fake-worst (bf16) is worse than baseline fake-oracle (bf16)"
         in done.stdout
     )
-    assert "GATE FAILED: ceval/chat_0shot/val" in done.stdout
+    assert "GATE FAILED: worse: ceval/chat_0shot/val" in done.stdout
     assert "57 samples flipped right -> wrong: abstract_algebra/0, anatomy/0" in done.stdout
     assert "Evaluation gate: FAILED" in summary.read_text() and "`abstract_algebra/0`" in summary.read_text()
 
@@ -241,7 +241,7 @@ def test_gate_fails_on_smoke_runs_missing_runs_and_another_exam(fake_runs, tmp_p
     assert partial.returncode == 1 and "GATE FAILED: partial: mmlu/chat_0shot/test/fake-oracle/bf16" in partial.stdout
     missing = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "oracle" / "mmlu", "--accept-partial")
     assert missing.returncode == 1, missing.stdout + missing.stderr
-    assert "GATE FAILED: missing: no run of ceval/chat_0shot/val/fake-oracle/bf16" in missing.stdout
+    assert "GATE FAILED: missing: no run of ceval/chat_0shot/val fake-oracle (bf16)" in missing.stdout
     accepted = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "oracle" / "mmlu", "--accept-partial",
                    "--accept-missing")  # fmt: skip
     assert accepted.returncode == 0 and "accepted: missing" in accepted.stdout

@@ -96,8 +96,9 @@ def test_two_checkpoints_of_one_name_stay_apart(shared_data, tmp_path):
 
 
 def test_each_multirun_job_gets_its_own_folder(shared_data, tmp_path):
+    """With the default folders every job of a sweep got the same timestamped output_dir: the last one won."""
     done = run_eval("-m", "model=fake", "task=mmlu", "task.protocol=chat_0shot,base_5shot", f"data_dir={shared_data}",
-                    "limit=2", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)  # fmt: skip
+                    "limit=2", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     found = sorted(tmp_path.glob("results/**/summary.json"))
     assert sorted(json.loads(p.read_text())["protocol"] for p in found) == ["base_5shot", "chat_0shot"]

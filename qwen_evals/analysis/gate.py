@@ -34,13 +34,19 @@ from qwen_evals.core.errors import EvalError
 
 MATRIX_FIELDS = ("task", "protocol", "split", "model", "precision")
 """What names one run of the matrix (`qwen-evals matrix` writes these)."""
-KINDS = ("missing", "partial", "exam", "worse")
+ACCEPT_FLAGS = {
+    "missing": ("--accept-missing", "pass despite missing runs"),
+    "partial": ("--accept-partial", "pass despite partial runs"),
+    "exam": ("--accept-exam-change", "pass despite runs that asked another exam (they are not tested)"),
+    "worse": ("--accept-worse", "pass despite significant regressions"),
+}
+"""The kinds of problem the gate fails on, and the flag that lets each through."""
 
 
 @dataclass(frozen=True)
 class Problem:
     kind: str
-    """One of KINDS."""
+    """A key of ACCEPT_FLAGS."""
     text: str
 
 
@@ -58,26 +64,38 @@ def _name(run: pd.Series | dict[str, Any]) -> str:
     return "/".join(str(run.get(f)) for f in MATRIX_FIELDS if run.get(f) is not None)
 
 
-def completeness(candidate: pd.DataFrame, wanted: list[dict[str, Any]] | pd.DataFrame) -> list[Problem]:
-    """Runs of `wanted` that the candidate lacks, and candidate runs that are partial."""
+def not_run(candidate: pd.DataFrame, expected: list[dict[str, Any]]) -> list[Problem]:
+    """Runs of the expected matrix that the candidate lacks."""
     have = {identity(run, MATRIX_FIELDS) for _, run in candidate.iterrows()}
-    wanted = wanted.to_dict(orient="records") if isinstance(wanted, pd.DataFrame) else wanted
-    problems = [Problem("missing", f"no run of {_name(w)}") for w in wanted if identity(w, MATRIX_FIELDS) not in have]
-    for _, run in candidate[candidate["partial"].astype(bool)].iterrows():
-        problems.append(Problem("partial", f"{_name(run)} is a partial run (limit={run['limit']}): {run['run_dir']}"))
-    return problems
+    return [Problem("missing", f"no run of {_name(e)}") for e in expected if identity(e, MATRIX_FIELDS) not in have]
+
+
+def partial_runs(candidate: pd.DataFrame) -> list[Problem]:
+    return [
+        Problem("partial", f"{_name(run)} is a partial run (limit={run['limit']}): {run['run_dir']}")
+        for _, run in candidate[candidate["partial"].astype(bool)].iterrows()
+    ]
 
 
 def check(
-    baseline_dir: str | None, candidate_dir: str, expected: list[dict[str, Any]] | None, alpha: float, n_boot: int, seed: int
+    baseline_dir: str | None,
+    candidate_dir: str,
+    expected: list[dict[str, Any]] | None,
+    *,
+    alpha: float = ALPHA,
+    n_boot: int = stats.N_BOOT,
+    seed: int = stats.SEED,
+    show: int = 20,
 ) -> tuple[list[Problem], ComparisonSet | None]:
+    """Every problem of the candidate (missing, partial, another exam, worse), and the comparisons made."""
     candidate = latest(load_runs([candidate_dir]))
-    baseline = latest(load_runs([baseline_dir])) if baseline_dir else None
-    wanted = expected if expected is not None else baseline if baseline is not None else []
-    problems = completeness(candidate, wanted)
-    if baseline is None:
+    problems = not_run(candidate, expected) if expected is not None else []
+    problems += partial_runs(candidate)
+    if baseline_dir is None:
         return problems, None
-    pairs, _, _ = pair_runs(baseline, candidate)
+    pairs, only_baseline, _ = pair_runs(latest(load_runs([baseline_dir])), candidate)
+    if expected is None:  # the baseline's runs are the expected ones
+        problems += [Problem("missing", f"no run of {run} in the candidate") for run in only_baseline]
     same = [(a, b) for a, b in pairs if a["data_fingerprint"] == b["data_fingerprint"]]
     for a, b in pairs:
         if a["data_fingerprint"] != b["data_fingerprint"]:
@@ -85,7 +103,7 @@ def check(
     result = test_pairs(same, alpha=alpha, n_boot=n_boot, seed=seed)
     for c in result.worse():
         how = "flipped right -> wrong" if c.test == "mcnemar" else "scored lower"
-        ids = ", ".join(c.regressions[:20]) + (" ..." if len(c.regressions) > 20 else "")
+        ids = ", ".join(c.regressions[:show]) + (" ..." if len(c.regressions) > show else "")
         problems.append(
             Problem("worse", f"{c.name} {c.metric} {c.label_b} is worse than baseline {c.label_a}: {c.delta:+.1f} points "
                     f"(p_holm={c.p_holm:.2g}); {len(c.regressions)} samples {how}: {ids}")
@@ -93,13 +111,19 @@ def check(
     return problems, result
 
 
-def markdown(problems: list[Problem], failing: list[Problem], result: ComparisonSet | None) -> str:
+def markdown(problems: list[Problem], failing: list[Problem], result: ComparisonSet | None, show: int) -> str:
     lines = [f"## Evaluation gate: {'FAILED' if failing else 'passed'}\n"]
-    lines += [f"- **{p.kind}**{'' if p in failing else ' (accepted)'}: {p.text}" for p in problems]
+    lines += [f"- **{p.kind}**{'' if p in failing else ' (accepted)'}: {p.text}" for p in problems if p.kind != "worse"]
     if result is not None and result.comparisons:
         rows = table(result)
         lines += ["", "| " + " | ".join(rows.columns) + " |", "|" + "---|" * len(rows.columns)]
         lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows.itertuples(index=False)]
+        for c in result.worse():
+            ids = ", ".join(f"`{i}`" for i in c.regressions[:show])
+            more = f" and {len(c.regressions) - show} more" if len(c.regressions) > show else ""
+            how = "flipped right -> wrong" if c.test == "mcnemar" else "scored lower"
+            lines.append(f"\n**{c.name} {c.metric}** {c.label_b} is worse than {c.label_a} by {abs(c.delta):.1f} points; "
+                         f"{how}: {ids}{more}")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -107,10 +131,8 @@ def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="[BASELINE_DIR] CANDIDATE_DIR")
     parser.add_argument("--expect", type=Path, help="the expected matrix (qwen-evals matrix --out FILE)")
-    for kind in KINDS:
-        what = {"missing": "missing runs", "partial": "partial runs", "exam": "runs that asked another exam",
-                "worse": "significant regressions"}[kind]  # fmt: skip
-        parser.add_argument(f"--accept-{kind.replace('exam', 'exam-change')}", action="store_true", help=f"pass despite {what}")
+    for kind, (flag, help_text) in ACCEPT_FLAGS.items():
+        parser.add_argument(flag, dest=f"accept_{kind}", action="store_true", help=help_text)
     parser.add_argument("--alpha", type=float, default=ALPHA, help="family-wise error rate (Holm); default 0.05")
     parser.add_argument("--show", type=int, default=20, help="flipped sample ids to print per task")
     parser.add_argument("--summary", type=Path, help="append a markdown verdict to this file")
@@ -126,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give CANDIDATE_DIR, or BASELINE_DIR CANDIDATE_DIR", file=sys.stderr)
         return 2
     baseline_dir, candidate_dir = ([None] + args.dirs)[-2:]
-    accepted = {kind: getattr(args, f"accept_{kind.replace('exam', 'exam_change')}") for kind in KINDS}
+    accepted = {kind: getattr(args, f"accept_{kind}") for kind in ACCEPT_FLAGS}
     try:
         expected = read_expected(args.expect) if args.expect else None
-        problems, result = check(baseline_dir, candidate_dir, expected, args.alpha, args.n_boot, args.seed)
+        problems, result = check(
+            baseline_dir, candidate_dir, expected, alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, show=args.show
+        )
     except EvalError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -138,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_report(result, args.show) + "\n")
     if args.summary:
         with args.summary.open("a", encoding="utf-8") as file:
-            file.write(markdown(problems, failing, result))
+            file.write(markdown(problems, failing, result, args.show))
     if args.json:
         verdict = {"passed": not failing, "problems": [asdict(p) for p in problems], "accepted": accepted}
         args.json.write_text(json.dumps({**verdict, **(to_json(result) if result else {})}, indent=1, default=str) + "\n")

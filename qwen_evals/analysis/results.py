@@ -39,7 +39,10 @@ TASK_LABELS = {
     "hfagent": "HF Agent",
 }
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8", "nf4")
+SUMMARY_FIELDS = ("task", "protocol", "split", "model", "model_revision", "precision")
+"""Identity fields read as they are from summary.json."""
 KEY_FIELDS = ("task", "protocol", "split", "checkpoint", "model_revision", "precision")
+"""One measurement of one checkpoint: runs equal in these are re-runs of each other."""
 
 
 def declared_metrics(summary: dict[str, Any], where: str = "summary") -> dict[str, Metric]:
@@ -116,7 +119,7 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     if not rows:
         raise EvalError(f"no summary.json found under {[str(p) for p in paths]}")
     frame = pd.DataFrame(rows)
-    for field in (*KEY_FIELDS, "model", "label"):  # missing identity fields are None (not NaN): they compare equal
+    for field in (*SUMMARY_FIELDS, "checkpoint", "label"):  # missing identity fields are None (not NaN): they compare equal
         frame[field] = frame[field].astype(object).where(frame[field].notna(), None)
     return frame
 
@@ -131,8 +134,7 @@ def run_row(run_dir: Path, summary: dict[str, Any], where: str = "summary") -> d
     config = summary.get("config") or {}
     return {
         "run_dir": str(run_dir),
-        **{field: summary.get(field) for field in KEY_FIELDS},
-        "model": summary.get("model"),
+        **{field: summary.get(field) for field in SUMMARY_FIELDS},
         "run_id": run.get("id"),
         "label": model.get("label") or summary.get("model"),
         "weights_sha256": model.get("weights_sha256"),

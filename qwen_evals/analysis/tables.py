@@ -119,7 +119,7 @@ def _column_cell(run: pd.Series | None, repeats: pd.DataFrame, metric: str) -> t
     cell = _cell(score, low, high) + (" (partial)" if run["partial"] else "")
     if len(scores) > 1:
         cell += f"; mean {scores.mean():.1f}, sd {scores.std(ddof=1):.1f} over {len(scores)} runs"
-    return values, cell, "" if run["n_samples"] is None else str(run["n_samples"])
+    return values, cell, "" if pd.isna(run["n_samples"]) else str(int(run["n_samples"]))
 
 
 def _cell(score: float, low: float, high: float) -> str:

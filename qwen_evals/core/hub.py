@@ -10,6 +10,7 @@ for the run record (`core/data_sources.py`).
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Sequence
@@ -91,6 +92,7 @@ def load_hub_dataset(repo_id: str, name: str | None, split: str, revision: str, 
     return data
 
 
+@functools.cache
 def _dataset_commit(repo_id: str, revision: str) -> str | None:
     """The commit a dataset revision resolves to (None when the hub does not say)."""
     from huggingface_hub import HfApi

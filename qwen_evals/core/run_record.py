@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -91,7 +92,11 @@ def refuse_finished(out_dir: Path, summary_file: str) -> None:
     """A folder that holds a finished run is never written into again."""
     summary = out_dir / summary_file
     if summary.exists():
+        try:
+            finished = json.loads(summary.read_text(encoding="utf-8")).get("run", {}).get("id") or "no run id"
+        except (OSError, ValueError, AttributeError):
+            finished = "unreadable"
         raise EvalError(
-            f"{out_dir} already holds a finished run ({summary_file} is there); a run never overwrites another: "
+            f"{out_dir} already holds a finished run ({summary_file}: {finished}); a run never overwrites another: "
             "choose another output_dir, or move that run away"
         )
