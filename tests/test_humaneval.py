@@ -459,6 +459,13 @@ def test_bad_problems_name_file_and_line(humaneval_copy, edit, message):
         make(humaneval_copy).load()
 
 
+def test_a_truncated_gzip_file_names_file_and_byte(humaneval_dir, tmp_path):
+    data = (humaneval_dir / "HumanEval.jsonl.gz").read_bytes()
+    (tmp_path / "HumanEval.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(EvalError, match=rf"HumanEval.jsonl.gz: the gzip data ends early, at byte {len(data) // 2} "):
+        make(tmp_path).load()
+
+
 def test_missing_data_file_is_named(tmp_path):
     with pytest.raises(EvalError, match=r"Missing data file: .*HumanEval.jsonl.gz"):
         make(tmp_path).load()
