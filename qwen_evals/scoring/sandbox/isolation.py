@@ -39,6 +39,10 @@ class Isolation:
         """The program's working directory (holding program.py) as the program sees it."""
         return run_dir
 
+    def notes(self) -> dict[str, Any]:
+        """What the sandbox's `describe()` should add about this mode here (e.g. a missing option)."""
+        return {}
+
     def popen_user(self, uid: int | None) -> dict[str, Any]:
         """`subprocess.Popen` arguments that switch the uid, where the prefix does not switch it itself."""
         return {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
@@ -87,6 +91,10 @@ class Bubblewrap(OwnPidNamespace):
 
     def program_dir(self, run_dir: str) -> str:
         return bwrap.PROGRAM_DIR
+
+    def notes(self) -> dict[str, Any]:
+        missing = bwrap.missing_options()
+        return {"bwrap_missing_options": list(missing)} if missing else {}
 
 
 class Namespaces(OwnPidNamespace):

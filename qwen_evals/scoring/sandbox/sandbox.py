@@ -131,6 +131,7 @@ class Sandbox:
             "workers": self.workers,
             "isolation": self._isolation.name,
             **({"isolation_fallback": self._fallback} if self._fallback else {}),
+            **self._isolation.notes(),
             "user": "a fresh unprivileged uid per program" if self._switch_user else "the caller's uid",
             "guard": {"network": self._guard_network, "files": self._guard_files},
             "python": self._python,
