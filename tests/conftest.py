@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,18 @@ def smollm2():
 def texts(generations) -> list[str]:
     """The reply texts of a backend's `Generation`s."""
     return [g.text for g in generations]
+
+
+def require_bwrap(sandbox) -> None:
+    """Skip (with a warning) where the sandbox could not use bubblewrap; fail instead with EVALS_REQUIRE_BWRAP=1 (CI)."""
+    info = sandbox.describe()
+    if info["isolation"] == "bwrap":
+        return
+    reason = (
+        f"the code sandbox runs with isolation {info['isolation']!r} here ({info.get('isolation_fallback')}), "
+        "so the bubblewrap isolation was NOT tested; install bubblewrap (Debian: apt-get install -y bubblewrap)"
+    )
+    if os.environ.get("EVALS_REQUIRE_BWRAP"):
+        pytest.fail(reason)
+    warnings.warn(reason, stacklevel=2)
+    pytest.skip(reason)

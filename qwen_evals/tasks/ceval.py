@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from qwen_evals.core.datafiles import read_rows
+from qwen_evals.core.datafiles import read_rows, read_text
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.hub import load_hub_dataset
 from qwen_evals.core.metrics import Metric
@@ -98,10 +98,8 @@ CHAT_5SHOT_TURN = "以下是中国关于{subject}考试的单项选择题，请�
 
 def read_subject_mapping(path: Path) -> dict[str, tuple[str, str]]:
     """subject -> (Chinese name, category) from the benchmark's subject_mapping.json."""
-    if not path.is_file():
-        raise EvalError(f"Missing data file: {path}")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise EvalError(f"{path}: not valid JSON ({error})") from error
     mapping = {}

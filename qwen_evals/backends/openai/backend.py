@@ -2,6 +2,8 @@
 
 Requests become hashable items; identical ones are sent once, the rest run in a
 bounded thread pool over `http.JsonClient`, and results come back in request order.
+Each answer is also reported the moment it arrives (`on_result`), so the resume
+store keeps it even if a later request fails and the call is aborted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from qwen_evals.backends.openai.http import JsonClient, ServerError, attempt_sta
 from qwen_evals.backends.openai.logprobs import continuation_tokens
 from qwen_evals.backends.precision import Precision
 from qwen_evals.backends.prompting import split_at_stop
+from qwen_evals.core.backend import OnResult
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.types import Decoding, Generate, Generation, LogLikelihood, LogLikelihoodResult, Message, Prompt
 
@@ -29,6 +32,9 @@ CHAT_FORMATS = (None, "chatml")
 
 
 class OpenAIBackend:
+    reports_each_result = True
+    """`generate` and `loglikelihood` call `on_result(i, result)` as each request is answered."""
+
     def __init__(
         self,
         name: str,
@@ -141,25 +147,31 @@ class OpenAIBackend:
 
     # ---- requests --------------------------------------------------------------
 
-    def loglikelihood(self, requests: Sequence[LogLikelihood]) -> list[LogLikelihoodResult]:
+    def loglikelihood(
+        self, requests: Sequence[LogLikelihood], on_result: OnResult | None = None
+    ) -> list[LogLikelihoodResult]:
         """Sum of the continuation tokens' log-probs from echoed prompt log-probs."""
         items = []
         for request in requests:
             if not request.continuation:
                 raise EvalError("empty continuation in a log-likelihood request")
             items.append((self._loglikelihood_text(request.prompt), request.continuation))
-        return self._run_unique(items, self._score_one, "loglikelihood")
+        return self._run_unique(items, self._score_one, "loglikelihood", on_result)
 
-    def generate(self, requests: Sequence[Generate]) -> list[Generation]:
+    def generate(self, requests: Sequence[Generate], on_result: OnResult | None = None) -> list[Generation]:
         # Sampled requests are each drawn (pass@k asks n copies); greedy copies are sent once.
         items = [
             (_freeze(r.prompt), r.max_new_tokens, tuple(r.stop), r.decoding, -1 if r.decoding.greedy else i)
             for i, r in enumerate(requests)
         ]
-        return self._run_unique(items, self._generate_one, "generate")
+        return self._run_unique(items, self._generate_one, "generate", on_result)
 
-    def _run_unique(self, items: list[Any], run: Callable[[Any], Any], label: str) -> list[Any]:
+    def _run_unique(
+        self, items: list[Any], run: Callable[[Any], Any], label: str, on_result: OnResult | None
+    ) -> list[Any]:
         unique = list(dict.fromkeys(items))
+        if on_result is not None:
+            run = _reporting(run, items, on_result)
         start = time.perf_counter()
         try:
             outputs = self._map(run, unique, label)
@@ -311,6 +323,21 @@ class OpenAIBackend:
             "tokens_per_second": tokens / seconds if seconds else None,
             "generated_tokens_per_second": stats["completion_tokens"] / seconds if seconds else None,
         }
+
+
+def _reporting(run: Callable[[Any], Any], items: list[Any], on_result: OnResult) -> Callable[[Any], Any]:
+    """`run`, also reporting each answer for every position of its item in `items` (copies are sent once)."""
+    positions: dict[Any, list[int]] = {}
+    for i, item in enumerate(items):
+        positions.setdefault(item, []).append(i)
+
+    def run_and_report(item: Any) -> Any:
+        output = run(item)
+        for i in positions[item]:
+            on_result(i, output)
+        return output
+
+    return run_and_report
 
 
 def _fresh_stats() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from qwen_evals.core.datafiles import read_text
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.hub import download_hub_file
 from qwen_evals.core.metrics import Metric
@@ -104,7 +105,7 @@ class HFAgent(Task):
             path = download_hub_file(
                 TEMPLATE_REPO, TEMPLATE_FILE, "dataset", self.template_revision, f"data_dir=<dir with {TEMPLATE_FILE}>"
             )
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
         for placeholder in ("<<all_tools>>", "<<prompt>>"):
             if placeholder not in text:
                 raise EvalError(f"{path}: the run template has no {placeholder} placeholder")
