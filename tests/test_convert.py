@@ -26,6 +26,7 @@ from qwen_evals.backends.qwen1.cache import converted_path
 from qwen_evals.backends.qwen1.convert import convert_qwen1
 from qwen_evals.core.errors import EvalError
 from tests.conftest import REPO, qwen_tiktoken_file, qwen_tokenizer_files
+from tests.test_chat_prompts import make_context
 
 HIDDEN, HEADS, LAYERS, INNER, VOCAB, SEQ = 64, 4, 2, 96, 151936, 512
 
@@ -262,6 +263,39 @@ def test_hf_backend_runs_the_converted_copy(converted: Path) -> None:
     assert a.logprob < 0 and b.logprob < 0 and a.logprob != b.logprob
 
 
+def reference_chat(weights, encoding, query: str, max_new: int) -> list[int]:
+    """Qwen-7B-Chat's `chat()` on the v1 weights: make_context ids, greedy argmax of the reference
+    forward (no penalty, no sampling), ended by <|im_end|>, <|im_start|> or <|endoftext|>."""
+    ids = make_context(encoding, query)
+    new: list[int] = []
+    for _ in range(max_new):
+        token = int(reference_logits(weights, ids + new)[-1].argmax())
+        if token in (151643, 151644, 151645):
+            break
+        new.append(token)
+    return new
+
+
+def test_converted_chat_model_replies_as_qwens_own_chat_loop(converted: Path, weights, tiktoken_encoding) -> None:
+    """End to end on the converted copy: Qwen's ids, Qwen's greedy decoding although the source's
+    generation_config.json asks for do_sample, top_p 0.8 and repetition_penalty 1.1, and its stops."""
+    from qwen_evals.backends.hf.backend import HFBackend
+    from qwen_evals.backends.precision import Precision
+    from qwen_evals.core.types import Generate
+
+    queries = ["\n1+1=?", "Say <|im_end|> now", "你好，世界", "def f(x):\n    return x"]
+    requests = [Generate([{"role": "user", "content": q}], max_new_tokens=8) for q in queries]
+    backend = HFBackend("qwen-7b-chat", str(converted), Precision("fp32", "float32"), device_map=None)
+    replies = backend.generate(requests)
+    for query, reply in zip(queries, replies):
+        expected = reference_chat(weights, tiktoken_encoding, query, 8)
+        assert reply.prompt_tokens == len(make_context(tiktoken_encoding, query))
+        assert reply.text == tiktoken_encoding.decode([t for t in expected if t < 151643]), query
+        assert reply.generated_tokens == len(expected) + (reply.finish_reason == "eos")
+    overridden = backend.describe()["generation"]["checkpoint_defaults_overridden"]
+    assert (overridden["do_sample"], overridden["top_p"], overridden["repetition_penalty"]) == (True, 0.8, 1.1)
+
+
 # ---- tokenizer --------------------------------------------------------------------
 
 
@@ -375,10 +409,21 @@ def test_model_source_picks_the_converted_copy_unless_remote_code(tmp_path, monk
         None,
     )
     kept = ("Qwen/Qwen-7B", "abc")
-    assert conversion_cache.model_source(*kept, convert="qwen1", trust_remote_code=True) == kept
     assert conversion_cache.model_source(*kept, convert=None, trust_remote_code=False) == kept
+    assert conversion_cache.model_source(*kept, convert=None, trust_remote_code=True) == kept  # not a Qwen v1 id
     with pytest.raises(EvalError, match="model.convert='qwen9'"):
         conversion_cache.model_source(*kept, convert="qwen9", trust_remote_code=False)
+
+
+def test_qwen_v1_remote_code_is_refused_for_the_converted_copy(v1_checkpoint) -> None:
+    """Qwen's remote code fails on every transformers the suite accepts: the converted copy is the supported path."""
+    import transformers
+
+    for converter in ("qwen1", None):
+        with pytest.raises(EvalError, match=rf"trust_remote_code=true.*installed {transformers.__version__}.*convert=qwen1"):
+            conversion_cache.model_source(str(v1_checkpoint), None, convert=converter, trust_remote_code=True)
+    with pytest.raises(EvalError, match="Qwen \\(v1\\) checkpoint.*set model.convert=qwen1"):
+        conversion_cache.model_source(str(v1_checkpoint), None, convert=None, trust_remote_code=False)
 
 
 def test_hub_source_fails_fast_offline(tmp_path, monkeypatch) -> None:

@@ -220,13 +220,7 @@ def test_dynamic_ntk_reaches_a_qwen2_model_and_keeps_its_rope_theta(tiny_qwen2):
         assert not torch.allclose(plain(long).logits, scaled(long).logits)  # past it: rescaled
 
 
-def test_qwen_v1_remote_code_gets_its_own_switches():
-    config = SimpleNamespace(model_type="qwen", use_dynamic_ntk=False, use_logn_attn=True, seq_length=2048)
-    settings = long_context_config_overrides(config, dynamic_ntk=True)
-    assert settings.overrides == {"use_dynamic_ntk": True}  # logn_attn unset: the checkpoint's value stays
-    assert settings.applied == {"use_dynamic_ntk": True, "use_logn_attn": True}
-    assert settings.unsupported == ()
-    assert long_context_config_overrides(config, logn_attn=False).overrides == {"use_logn_attn": False}
+def test_dynamic_ntk_factor_below_one_is_refused():
     with pytest.raises(EvalError, match="rope_factor=0.5 must be >= 1"):
         long_context_config_overrides(
             SimpleNamespace(rope_parameters={"rope_theta": 1.0}), dynamic_ntk=True, rope_factor=0.5
