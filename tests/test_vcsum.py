@@ -220,6 +220,35 @@ def test_dynamic_ntk_reaches_a_qwen2_model_and_keeps_its_rope_theta(tiny_qwen2):
         assert not torch.allclose(plain(long).logits, scaled(long).logits)  # past it: rescaled
 
 
+def test_the_card_long_context_preset_reads_every_staged_transcript_whole(shared_data, qwen_tokenizer, tiny_qwen2):
+    """model=qwen-7b-chat-long: dynamic NTK on, and a context that holds the longest transcript with its answer."""
+    from hydra import compose, initialize_config_dir
+
+    from qwen_evals.backends.hf.backend import HFBackend
+    from qwen_evals.backends.precision import Precision
+    from qwen_evals.core.config import register_resolvers
+    from tests.conftest import CONF
+
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        preset = compose(config_name="config", overrides=["model=qwen-7b-chat-long", "task=vcsum"]).model
+    assert (preset.path, preset.convert, preset.long_context.dynamic_ntk, preset.long_context.rope_factor) == (
+        "Qwen/Qwen-7B-Chat", "qwen1", True, 2.0,
+    )  # fmt: skip
+    encoder = PromptEncoder(qwen_tokenizer, preset.system_prompt, preset.max_length)
+    for split in ("test", "dev"):
+        task = VCSUM(split=split, data_dir=str(shared_data / "vcsum"))
+        task.bind_model(ModelTokenizer(qwen_tokenizer, preset.max_length, encoder.encode))
+        assert not any(task.fit(sample).cut.truncated for sample in task.load()), split
+    # What the preset asks of the converted (Qwen2) model reaches it, and the summary says so.
+    backend = HFBackend("long", str(tiny_qwen2), Precision("fp32", "float32"), device_map=None,
+                        long_context=dict(preset.long_context), max_length=preset.max_length)  # fmt: skip
+    assert backend.describe()["long_context"] == {
+        "applied": {"dynamic_ntk": {"rope_type": "dynamic", "factor": 2.0}}, "unsupported": ["logn_attn"],
+    }  # fmt: skip
+    assert backend.model.config.rope_parameters["rope_type"] == "dynamic" and backend.max_length == 32768
+
+
 def test_dynamic_ntk_factor_below_one_is_refused():
     with pytest.raises(EvalError, match="rope_factor=0.5 must be >= 1"):
         long_context_config_overrides(
