@@ -372,6 +372,39 @@ def test_prompts_follow_the_protocols(humaneval_dir):
     assert base_request.prompt == problem.prompt and "\ndef " in base_request.stop
 
 
+def test_the_humanevalpack_protocol_restates_signature_and_docstring(humaneval_dir):
+    """Qwen's evaluate_chat_humaneval.py since v1.1: its prompt, checked against hand-written expectations."""
+    task = make(humaneval_dir, "chat_0shot_humanevalpack")
+    samples = {s.id: s for s in task.load()}
+    [first] = task.requests(samples["HumanEval/0"])
+    problem = samples["HumanEval/0"].metadata["problem"]
+    assert first.prompt == [{"role": "user", "content": (
+        "Write a Python function `has_close_elements(numbers: List[float], threshold: float) -> bool` to solve the "
+        "following problem:\nCheck if in given list of numbers, are any two numbers closer to each other than\n"
+        "given threshold.\n>>> has_close_elements([1.0, 2.0, 3.0], 0.5)\nFalse\n"
+        ">>> has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3)\nTrue\n\n" + problem.prompt
+    )}]  # fmt: skip
+    assert first.decoding.greedy and first.stop == ()
+    # The first docstring of the prompt, as Qwen's regex finds it: for HumanEval/64 the module's FIX note.
+    [fix] = task.requests(samples["HumanEval/64"])
+    assert fix.prompt[0]["content"].startswith("Write a Python function `vowels_count(s)` to solve the following "
+                                               "problem:\n\nAdd more test cases.\n\n\nFIX = ")  # fmt: skip
+    # Every problem gets a prompt, and the oracle's replies pass under it, read as chat_0shot reads them.
+    rows = task.score_all(list(samples.values()), [[r.reference for r in task.requests(s)] for s in samples.values()])
+    assert [r["result"] for r in rows] == ["passed"] * 164
+    assert task.describe()["protocol"] == "chat_0shot_humanevalpack"
+
+
+def test_a_prompt_without_a_docstring_cannot_be_restated(humaneval_dir):
+    from qwen_evals.core.types import Sample
+    from qwen_evals.tasks.humaneval import Problem
+
+    task = make(humaneval_dir, "chat_0shot_humanevalpack")
+    problem = Problem("HumanEval/x", "def f(x):\n    pass\n", "    return x\n", "def check(f): pass", "f")
+    with pytest.raises(EvalError, match="HumanEval/x: the prompt has no docstring"):
+        task.requests(Sample("HumanEval/x", problem.test, {"problem": problem}))
+
+
 # ---- pass@k -------------------------------------------------------------------------------
 
 

@@ -346,6 +346,23 @@ def test_describe_and_identity(server):
     assert identity["model"] == SERVED and "base_url" not in identity  # a moved server keeps the resume store
 
 
+def test_system_prompt_and_decoding_are_sent_and_recorded(server):
+    """The configured system prompt goes to the server's template as the system message; null sends none."""
+    chat = [{"role": "user", "content": "What is 2+2?"}]
+    for system in ("You are a helpful assistant.", None):
+        backend = make(server)
+        backend.system_prompt = system
+        backend.generate([Generate(chat, max_new_tokens=2), Generate("text", max_new_tokens=3, stop=("\n",))])
+        [sent] = [r["body"] for r in server.received[-2:] if r["path"] == "/v1/chat/completions"]
+        expected = [{"role": "system", "content": system}] if system else []
+        assert sent["messages"] == [*expected, *chat]
+        assert backend.describe()["system_prompt"]["used"] == system
+    greedy = {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "n": 1}
+    assert backend.describe()["generation"]["settings"] == [
+        {"max_tokens": 2, **greedy}, {"max_tokens": 3, **greedy, "stop": ["\n"]},
+    ]  # fmt: skip
+
+
 def test_bad_settings_are_user_errors():
     for options in (
         {"base_url": "localhost:8000"},

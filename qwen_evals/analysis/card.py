@@ -1,7 +1,9 @@
 """Model-card numbers as data (conf/card/*.yaml) and each run's distance to them.
 
 A card entry matches a run when task, protocol, split and precision agree (an
-entry's null matches anything). Parity rows give the run's score, its 95% CI,
+entry's null matches anything) and the run's summary.json holds what the entry
+`requires` (the setting the card's number was made under, e.g. VCSUM's dynamic
+NTK); of the matching runs of one identity the latest counts. Parity rows give the run's score, its 95% CI,
 the delta to the card with the CI shifted by the same amount (the card's number
 has no published uncertainty), and whether the delta lies within the tolerance.
 """
@@ -40,6 +42,9 @@ class CardEntry:
     run_metric: str | None = None
     """The run's metric to compare with when it is not `metric` itself: the reading that
     reproduces the card's rule (GSM8K: `card_rule_accuracy`, the card-era answer reading)."""
+    requires: dict[str, Any] = field(default_factory=dict)
+    """Dotted paths into a run's summary.json -> the value they must hold for the run to be
+    compared (VCSUM: `backend.long_context.applied.dynamic_ntk.rope_type: dynamic`)."""
 
     @property
     def compared_metric(self) -> str:
@@ -52,6 +57,19 @@ class CardEntry:
 
     def matches(self, run: pd.Series | dict[str, Any]) -> bool:
         return all(getattr(self, f) is None or getattr(self, f) == run.get(f) for f in MATCH_FIELDS)
+
+    def made_under(self, summary: dict[str, Any]) -> bool:
+        """Whether a run's summary holds every setting the entry `requires`."""
+        return all(_lookup(summary, path) == value for path, value in self.requires.items())
+
+
+def _lookup(summary: dict[str, Any], path: str) -> Any:
+    value: Any = summary
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,6 @@ def run_value(run: pd.Series, entry: CardEntry) -> tuple[float, float, float]:
 def parity(runs: pd.DataFrame, card: Card, tolerance: float | None = None) -> pd.DataFrame:
     """One row per (card entry, matching run); entries no run matches get one row marked `no run`."""
     tolerance = card.tolerance if tolerance is None else tolerance
-    current = latest(runs)
     rows = []
     for entry in card.entries:
         base = {
@@ -134,7 +151,8 @@ def parity(runs: pd.DataFrame, card: Card, tolerance: float | None = None) -> pd
             "source": entry.source,
             "note": entry.note,
         }
-        matched = [run for _, run in current.iterrows() if entry.matches(run)]
+        eligible = runs[[entry.matches(run) and entry.made_under(run["summary"]) for _, run in runs.iterrows()]]
+        matched = [run for _, run in latest(eligible).iterrows()] if len(eligible) else []
         for run in matched:
             value, low, high = run_value(run, entry)
             delta = value - entry.value

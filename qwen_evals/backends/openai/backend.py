@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM, render_chatml
+from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM, render_chatml, with_system
 from qwen_evals.backends.openai.http import JsonClient, ServerError, attempt_stats
 from qwen_evals.backends.openai.logprobs import continuation_tokens
 from qwen_evals.backends.precision import Precision
@@ -64,7 +64,9 @@ class OpenAIBackend:
             timeout_s: per-request socket timeout (connect, and each wait for data).
             max_retries: retries after the first attempt on 429 / 408 / 5xx / timeouts.
             backoff_s, max_backoff_s: exponential backoff base and cap (jittered).
-            system_prompt: system turn prepended to chat prompts that have none (null: none).
+            system_prompt: the system message of every chat prompt that has none, sent to the
+                server (which renders it with the model's template); null sends none, so the
+                server's template writes its own default system turn, if any.
             loglikelihood_max_tokens: `max_tokens` of echo requests; 1 works everywhere,
                 0 saves a decode step on servers that accept it (vLLM).
             loglikelihood_chat_format: how a log-likelihood request with a chat prompt is
@@ -104,6 +106,8 @@ class OpenAIBackend:
         self.extra_body = dict(extra_body or {})
         self.precision = precision
         self.show_progress = show_progress
+        self.settings: list[dict[str, Any]] = []
+        """Every distinct set of generation fields a request sent (recorded in summary.json)."""
         self._http = JsonClient(
             base_url,
             model=model,
@@ -128,10 +132,7 @@ class OpenAIBackend:
 
     def messages(self, prompt: list[Message]) -> list[Message]:
         """Chat messages as sent: `system_prompt` first when there is no system turn."""
-        messages = [dict(m) for m in prompt]
-        if self.system_prompt and not any(m.get("role") == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return messages
+        return with_system(prompt, self.system_prompt)
 
     def _loglikelihood_text(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
@@ -222,9 +223,13 @@ class OpenAIBackend:
 
     def _generate_one(self, item: tuple) -> Generation:
         prompt, max_new, stop, decoding, _ = item
-        body: dict[str, Any] = {"model": self.model, "max_tokens": max_new, "n": 1, **sampling_fields(decoding)}
+        settings: dict[str, Any] = {"max_tokens": max_new, "n": 1, **sampling_fields(decoding)}
         if stop:
-            body["stop"] = list(stop)
+            settings["stop"] = list(stop)
+        with self._http.lock:
+            if settings not in self.settings:
+                self.settings.append(settings)
+        body: dict[str, Any] = {"model": self.model, **settings}
         if isinstance(prompt, str):
             endpoint = "/completions"
             body["prompt"] = prompt
@@ -316,7 +321,19 @@ class OpenAIBackend:
             "concurrency": self.concurrency,
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
-            "system_prompt": self.system_prompt,
+            "system_prompt": {
+                "configured": self.system_prompt,
+                "used": self.system_prompt,
+                "source": "model.system_prompt" if self.system_prompt is not None
+                else "the server's chat template default (not known here)",
+            },
+            "generation": {
+                "settings": self.settings,
+                "checkpoint_defaults_overridden": "every sampling field is sent, so the server's and the "
+                "checkpoint's defaults apply to none of them",
+                "extra_fields": self.extra_body,
+                "stop_tokens": "the server's (its tokenizer's eos and the checkpoint's generation config)",
+            },
             "extra_body": self.extra_body,
             **json.loads(json.dumps(stats)),
             "tokens": tokens,
