@@ -124,6 +124,28 @@ def test_card_parity_of_a_category_row(tmp_path):
     assert row["delta_ci_high"] == pytest.approx(0.5 + 1.96)
 
 
+def test_vcsum_card_parity_uses_only_runs_made_with_dynamic_ntk(tmp_path):
+    """The card's 16.6 was read with dynamic NTK: a newer run without it does not replace the one with it."""
+    import json
+
+    def vcsum_run(name: str, rouge: float, finished: str, long_context: dict | None) -> None:
+        run = write_run(tmp_path / name, [rouge] * 20, task="vcsum", model="qwen-7b-chat", protocol="chat_0shot",
+                        column="rouge_l_longbench", metric="rouge_l_longbench", finished_at=finished)  # fmt: skip
+        summary = json.loads((run / "summary.json").read_text())
+        summary["backend"] = {"backend": "hf", **({"long_context": long_context} if long_context else {})}
+        (run / "summary.json").write_text(json.dumps(summary))
+
+    ntk = {"applied": {"dynamic_ntk": {"rope_type": "dynamic", "factor": 2.0}}, "unsupported": ["logn_attn"]}
+    vcsum_run("with-ntk", 0.166, "2026-01-01T00:00:00+00:00", ntk)
+    vcsum_run("without", 0.10, "2026-02-01T00:00:00+00:00", None)
+    view = parity(load_runs([tmp_path]), load_card())
+    [row] = view[view["card"] == "vcsum / rouge_l_longbench"].to_dict(orient="records")
+    assert row["run_dir"].endswith("with-ntk") and row["delta"] == pytest.approx(0.0) and row["status"] == "within"
+    (tmp_path / "with-ntk" / "summary.json").unlink()
+    view = parity(load_runs([tmp_path]), load_card())
+    assert list(view[view["card"] == "vcsum / rouge_l_longbench"]["status"]) == ["no run"]
+
+
 def test_the_card_file_holds_every_number_with_its_source():
     card = load_card(DEFAULT_CARD)
     assert (card.model, card.card_revision, card.tolerance) == ("Qwen/Qwen-7B-Chat", "v1.0", 1.0)

@@ -87,6 +87,13 @@ def test_user_errors_print_one_clear_line_and_exit_2(shared_data, tiny_qwen2, tm
     assert not Path(tmp_path / "c" / "summary.json").exists()
 
 
+def test_a_data_dir_one_level_too_high_says_the_benchmark_folder_is_not_under_it(shared_data, tmp_path):
+    done = run_eval("model=fake", "task=mmlu", f"data_dir={shared_data.parent}", f"output_dir={tmp_path}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"data_dir='{shared_data.parent}': the mmlu/ folder was not found under data_dir" in done.stderr
+    assert f"set data_dir={shared_data}" in done.stderr
+
+
 def test_a_killed_run_resumes_from_its_stored_requests(tiny_qwen2, shared_data, tmp_path):
     store = tmp_path / "store"
     common = ["model=hf", f"model.path={tiny_qwen2}", "precision=fp32", f"data_dir={shared_data}", "limit=4",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -58,6 +58,7 @@ class Report:
             "run": run_block(context or RunContext(), self.task, self.backend, self.limit, self.generation),
             "task": self.task.name,
             **self.task.describe(),
+            "decoding": asdict(self.task.decoding) if self.task.spec.kind == "generate" else None,
             "model": self.backend.name,
             "model_revision": model.get("revision"),
             "precision": precision.name if precision else None,

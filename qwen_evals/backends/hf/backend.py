@@ -52,7 +52,7 @@ class HFBackend:
         reuse_prefix: bool = True,
         min_prefix_tokens: int = 32,
         generation_engine: str = "static",
-        system_prompt: str = QWEN_DEFAULT_SYSTEM,
+        system_prompt: str | None = QWEN_DEFAULT_SYSTEM,
         generation_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
@@ -168,6 +168,9 @@ class HFBackend:
             "precision": dataclasses.asdict(self.precision),
             "attn_implementation": self.load_info.get("attn_implementation") or "remote code",
             "chat_template": self.chat_template(),
+            "chat_format": self.chat_format,
+            "system_prompt": self.prompts.system_prompt,
+            "prompt_encoding": self.prompts.encoding,
             "max_length": self.max_length,
             "generation_engine": self.generation_engine,
             "generation_kwargs": self.generation_kwargs,
@@ -180,17 +183,19 @@ class HFBackend:
             yield
 
     def describe(self) -> dict[str, Any]:
+        stop_ids = self.generator.stop_ids()
         info = {
             "backend": "hf",
             "path": self.path,
             "max_length": self.max_length,
-            "chat_format": self.chat_format,
+            **self.prompts.describe(),
             "max_batch_tokens": self.batcher.max_batch_tokens,
             "generation_kwargs": self.generation_kwargs,
             "generation": {
                 "settings": self.generator.effective,
                 "checkpoint_defaults_overridden": self.generator.checkpoint_defaults_overridden,
                 "user_overrides": self.generation_kwargs,
+                "stop_tokens": dict(zip(self.prompts.token_names(stop_ids), stop_ids)),
             },
             **self.load_info,
             **self.batcher.stats,

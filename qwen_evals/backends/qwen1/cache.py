@@ -129,17 +129,43 @@ def model_source(
     trust_remote_code: bool,
     cache_dir: str | Path | None = None,
 ) -> tuple[str, str | None]:
-    """(path, revision) a backend should load: the converted copy when `convert` is set,
-    unless remote code is asked for.
+    """(path, revision) a backend should load: the converted copy when `convert` is set.
 
-    `cache_dir` defaults to $EVALS_CONVERTED_DIR, else ~/.cache/qwen-evals/converted.
+    Qwen v1's own remote code (`trust_remote_code` on a v1 checkpoint) is refused: it
+    was written for transformers 4.31 and fails on every version the suite accepts
+    (5.x: `get_head_mask` is gone; 4.56: the `past_key_values` layout), so the
+    converted copy is the supported path. `cache_dir` defaults to
+    $EVALS_CONVERTED_DIR, else ~/.cache/qwen-evals/converted.
     """
-    if not convert or trust_remote_code:
+    if trust_remote_code and (convert == "qwen1" or _is_local_v1(path)):
+        import transformers
+
+        raise EvalError(
+            f"model.trust_remote_code=true would run Qwen (v1)'s own code for {path}, which targets transformers "
+            f"4.31 and does not run on the installed {transformers.__version__}; load the converted Qwen2 copy "
+            "instead (model.convert=qwen1 with model.trust_remote_code=false, the qwen-7b / qwen-7b-chat presets' "
+            "default): it gives the original's logits and Qwen's token ids"
+        )
+    if not convert:
+        if _is_local_v1(path):
+            raise EvalError(f"{path} is a Qwen (v1) checkpoint, which loads as its converted copy: set model.convert=qwen1")
         return path, revision
     if convert not in CONVERTERS:
         raise EvalError(f"model.convert={convert!r} is not one of {sorted(CONVERTERS)}")
     check_convertible(path)
     return str(converted_path(path, default_cache_dir(cache_dir), revision=revision)), None
+
+
+def _is_local_v1(path: str) -> bool:
+    """A local folder whose config.json describes a Qwen (v1) model."""
+    config = Path(path).expanduser() / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # not ours to judge: the loader reports a broken config
+    return isinstance(settings, dict) and settings.get("model_type") == "qwen"
 
 
 def conversion_info(path: str | Path) -> dict[str, Any]:
