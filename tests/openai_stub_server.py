@@ -12,7 +12,10 @@ Fault modes, settable between requests (`server.configure(...)`):
 before answering, `rate_limit=n` answers the first n requests with 429 and
 `Retry-After`, `logprobs=False` returns `"logprobs": null`, `usage=False` and
 `offsets=False` leave those fields out, `prepend_bos=True` puts an
-<|endoftext|> token in front of every prompt (as Llama-style servers add BOS).
+<|endoftext|> token in front of every prompt (as Llama-style servers add BOS),
+`broken_body=k` answers the k-th request with HTTP 200 and the first half of
+its JSON body, `die_after=n` answers n requests and then closes every
+connection without a reply, as a server that died would.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "usage": True,
     "offsets": True,
     "prepend_bos": False,
+    "broken_body": 0,
+    "die_after": 0,
 }
 
 
@@ -153,8 +158,13 @@ class StubServer:
             def do_POST(self) -> None:
                 try:
                     body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                    status, payload, headers = server.answer(self.path, body, dict(self.headers))
+                    status, payload, headers, fault = server.answer(self.path, body, dict(self.headers))
+                    if fault == "dead":
+                        self.close_connection = True
+                        return
                     data = json.dumps(payload).encode()
+                    if fault == "broken":
+                        data = data[: len(data) // 2]
                     self.send_response(status)
                     for key, value in {
                         **headers,
@@ -171,12 +181,21 @@ class StubServer:
 
     def answer(
         self, path: str, body: dict[str, Any], headers: dict[str, str]
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> tuple[int, dict[str, Any], dict[str, str], str | None]:
+        """(status, JSON body, headers, fault): the fault ("broken", "dead" or None) says how the reply is mangled."""
         with self.lock:
             self.count += 1
             number = self.count
             self.received.append({"path": path, "body": body, "headers": headers})
             options = dict(self.options)
+        if options["die_after"] and number > options["die_after"]:
+            return 0, {}, {}, "dead"
+        fault = "broken" if number == options["broken_body"] else None
+        return (*self._reply(path, body, options, number), fault)
+
+    def _reply(
+        self, path: str, body: dict[str, Any], options: dict[str, Any], number: int
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         if options["stall_s"]:
             self.closing.wait(options["stall_s"])
         if number <= options["rate_limit"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from qwen_evals.core.errors import EvalError
 from qwen_evals.scoring.choice_extraction import Extraction, extract_choice_en, extract_choice_zh, first_capital
 
 # C-Eval: a fill-in-the-blank question whose stem the model tends to restate.
@@ -161,3 +162,47 @@ def test_single_letter_option_texts_do_not_rewrite_the_answer_letter():
     options = {"A": "L", "B": "R", "C": "1/C", "D": "C"}
     assert extract_choice_en("C", options) == Extraction("C", "strict", "leading_letter")
     assert extract_choice_en("The answer is 1/C.", options).answer == "C"
+
+
+def test_qwens_rewrite_of_single_letter_options_is_an_option():
+    options = {"A": "Error", "B": "a", "C": "b", "D": "c"}  # MMLU high_school_computer_science/65, gold D
+    for letter in "ABC":  # Qwen's chain a->B->C->D turns every one of these replies into D
+        reply = f"The answer is {letter}."
+        assert extract_choice_en(reply, options).answer == letter
+        assert extract_choice_en(reply, options, rewrite_single_letters=True).answer == "D"
+
+
+def test_the_single_letter_counts_in_the_docstring_hold_on_the_data(shared_data):
+    """39 MMLU test questions have a one-letter option; on 7 the two rules read "The answer is X." differently,
+    on 3 for the gold letter (qwen_evals/scoring/choice_extraction.py, `_replaceable`)."""
+    import re
+
+    from qwen_evals.tasks.mmlu import MMLU
+
+    task = MMLU("chat_0shot", "test", str(shared_data / "mmlu"))
+    one_letter, differ, gold_differs = [], [], []
+    for sample in task.load():
+        question = sample.metadata["question"]
+        if not any(re.fullmatch(r"[A-Za-z]", text.strip()) for text in question.options.values()):
+            continue
+        one_letter.append(sample.id)
+        readings = {
+            letter: (extract_choice_en(f"The answer is {letter}.", question.options).answer,
+                     extract_choice_en(f"The answer is {letter}.", question.options, rewrite_single_letters=True).answer)
+            for letter in "ABCD"
+        }  # fmt: skip
+        if any(ours != qwens for ours, qwens in readings.values()):
+            differ.append(f"{question.subject}/{question.index}")
+        if len(set(readings[question.answer])) > 1:
+            gold_differs.append(f"{question.subject}/{question.index}")
+    assert len(task.load()) == 14042 and len(one_letter) == 39
+    assert differ == ["college_chemistry/70", "college_physics/25", "college_physics/71", "electrical_engineering/115",
+                      "formal_logic/50", "high_school_computer_science/65", "high_school_physics/47"]  # fmt: skip
+    assert gold_differs == ["college_physics/71", "electrical_engineering/115", "formal_logic/50"]
+    qwens = MMLU("chat_0shot", "test", str(shared_data / "mmlu"), subjects=["formal_logic"], option_rewrite="qwen")
+    [formal_logic_50] = [s.metadata["question"] for s in qwens.load() if s.id.endswith("/50")]
+    assert qwens.extract_chat_0shot("The answer is B.", formal_logic_50).answer == "C"  # gold B, as Qwen reads it
+    assert task.extract_chat_0shot("The answer is B.", formal_logic_50).answer == "B"
+    assert qwens.describe()["option_rewrite"] == "qwen"
+    with pytest.raises(EvalError, match="task.option_rewrite='all' is not one of"):
+        MMLU("chat_0shot", "test", str(shared_data / "mmlu"), option_rewrite="all")

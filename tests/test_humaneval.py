@@ -6,9 +6,11 @@ import gzip
 import json
 import math
 import os
+import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +22,9 @@ from qwen_evals.core.metrics import measure_all
 from qwen_evals.core.runner import evaluate
 from qwen_evals.core.types import Decoding, Generate
 from qwen_evals.scoring.pass_at_k import pass_at_k
-from qwen_evals.scoring.sandbox import Sandbox
+from qwen_evals.scoring.sandbox import ExecResult, Sandbox
 from qwen_evals.tasks.humaneval import HumanEval, cut_base_completion, extract_chat_completion
-from tests.conftest import REPO
+from tests.conftest import REPO, require_bwrap
 
 TIGHT = {"timeout_s": 1.5, "memory_mb": 256, "file_size_mb": 4, "max_processes": 8, "workers": 2}
 
@@ -186,6 +188,132 @@ def test_hostile_completions_left_the_machine_as_it_was(hostile, owned, sandbox)
     assert sandbox.run("print('still fine')\n").passed
 
 
+# ---- escapes that only a filesystem boundary (bubblewrap) stops ----------------------------
+
+
+@pytest.fixture(scope="module")
+def host(humaneval_dir):
+    """What the escapes aim at: the data file, a Unix-socket listener in /tmp, a marked host process, file names."""
+    folder = Path(tempfile.mkdtemp(prefix="evals-escape-", dir="/tmp"))
+    folder.chmod(0o755)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(folder / "listener.sock"))
+    (folder / "listener.sock").chmod(0o777)  # any uid may connect
+    listener.listen()
+    marker = f"evals-marker-{secrets.token_hex(8)}"
+    marked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", marker])
+    name = f"evals-escape-{secrets.token_hex(8)}"
+    yield {
+        "data_file": humaneval_dir / "HumanEval.jsonl.gz",
+        "socket": folder / "listener.sock",
+        "listener": listener,
+        "marker": marker,
+        "files": [Path(d) / name for d in ("/tmp", "/dev/shm", "/var/tmp")],
+    }
+    marked.kill()
+    marked.wait()
+    listener.close()
+    for path in [folder / "listener.sock", *[Path(d) / name for d in ("/tmp", "/dev/shm", "/var/tmp")]]:
+        path.unlink(missing_ok=True)
+    folder.rmdir()
+
+
+def escape_replies(host: dict) -> dict[str, str]:
+    """name -> chat reply: each was seen getting out of the sandbox without bubblewrap."""
+    return {
+        "reads_the_canonical_solution": chat_reply(
+            f"    import gzip, json\n    for line in gzip.open({str(host['data_file'])!r}, 'rt'):\n"
+            "        row = json.loads(line)\n        if row['task_id'] == 'HumanEval/0':\n            scope = {}\n"
+            "            exec(row['prompt'] + row['canonical_solution'], scope)\n"
+            "            return scope['has_close_elements'](numbers, threshold)"
+        ),
+        "connects_to_a_unix_socket_in_tmp": chat_reply(
+            f"    import socket\n    client = socket.socket(socket.AF_UNIX)\n    client.connect({str(host['socket'])!r})\n"
+            "    client.sendall(b'leak')\n    return None"
+        ),
+        "lists_host_processes": chat_reply(
+            "    import os\n    seen = 0\n    for pid in os.listdir('/proc'):\n        try:\n"
+            f"            seen += {host['marker'].encode()!r} in open('/proc/' + pid + '/cmdline', 'rb').read()\n"
+            "        except OSError:\n            pass\n    raise RuntimeError('host processes seen: %d' % seen)"
+        ),
+        "leaves_files_in_tmp_shm_and_var_tmp": chat_reply(
+            f"    for path in {[str(p) for p in host['files']]!r}:\n        try:\n"
+            "            open(path, 'w').write('left behind')\n        except OSError:\n            pass\n    return None"
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def escapes(humaneval_dir, host, sandbox):
+    """Every escape scored in one normal HumanEval batch, under bubblewrap; whether the listener got a connection."""
+    require_bwrap(sandbox)
+    task = HumanEval("chat_0shot", data_dir=str(humaneval_dir), allow_code_execution=True, sandbox=sandbox)
+    [sample] = task.load(limit=1)
+    cases = escape_replies(host)
+    rows = task.score_all([sample] * len(cases), [[reply] for reply in cases.values()])
+    host["listener"].settimeout(0.1)
+    try:
+        host["listener"].accept()[0].close()
+        connected = True
+    except TimeoutError:
+        connected = False
+    return {**dict(zip(cases, rows)), "connected": connected}
+
+
+def test_escape_reading_the_canonical_solution_fails(escapes):
+    row = escapes["reads_the_canonical_solution"]
+    assert (row["passed"], row["result"]) == (False, "exception")
+    assert "No such file or directory" in row["result_detail"]
+
+
+def test_escape_to_a_unix_socket_in_tmp_fails(escapes):
+    row = escapes["connects_to_a_unix_socket_in_tmp"]
+    assert escapes["connected"] is False
+    assert (row["result"], row["result_detail"].split(":")[0]) == ("exception", "FileNotFoundError")
+
+
+def test_escape_listing_host_processes_sees_none(escapes):
+    row = escapes["lists_host_processes"]
+    assert row["result"] == "exception"
+    assert row["result_detail"].startswith("RuntimeError: host processes seen: 0 ")
+
+
+def test_escape_leaving_files_in_tmp_leaves_none(escapes, host):
+    assert escapes["leaves_files_in_tmp_shm_and_var_tmp"]["result"] == "assertion"
+    assert [str(path) for path in host["files"] if path.exists()] == []
+
+
+# ---- infrastructure errors -------------------------------------------------------------------
+
+
+class FlakySandbox(Sandbox):
+    """Runs programs for real, except that the first `failures` come back as the sandbox's own failure."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(**TIGHT)
+        self.failures = failures
+
+    def run_many(self, programs):
+        ran = super().run_many(programs)
+        lost = ExecResult(False, "infra_error", "the sandbox ended with status 1 before the program started")
+        return [lost] * self.failures + ran[self.failures :]
+
+
+def test_infra_errors_are_counted_apart_not_as_failures(humaneval_dir):
+    task = make(humaneval_dir, "base_0shot", sandbox=FlakySandbox(failures=1))
+    report = evaluate(task, FakeBackend(policy="oracle"), limit=100)
+    assert report.summary["results"] == {"passed": 99, "infra_error": 1}
+    assert report.summary["metrics"]["pass@1"] == report.summary["metrics"]["accuracy"] == 1.0
+    first = report.records.iloc[0]
+    assert (first["result"], first["infra_errors"]) == ("infra_error", 1) and pd.isna(first["correct"])
+
+
+def test_more_than_one_percent_of_infra_errors_fail_the_run(humaneval_dir):
+    task = make(humaneval_dir, "base_0shot", sandbox=FlakySandbox(failures=2))
+    with pytest.raises(EvalError, match=r"humaneval: the code sandbox failed to run 2 of 100 programs"):
+        evaluate(task, FakeBackend(policy="oracle"), limit=100)
+
+
 # ---- completion extraction ----------------------------------------------------------------
 
 CHAT_CASES = [
@@ -242,6 +370,39 @@ def test_prompts_follow_the_protocols(humaneval_dir):
     assert chat_request.prompt == [{"role": "user", "content": "Help me fill the following code.\n" + problem.prompt}]
     assert chat_request.stop == () and chat_request.decoding.greedy
     assert base_request.prompt == problem.prompt and "\ndef " in base_request.stop
+
+
+def test_the_humanevalpack_protocol_restates_signature_and_docstring(humaneval_dir):
+    """Qwen's evaluate_chat_humaneval.py since v1.1: its prompt, checked against hand-written expectations."""
+    task = make(humaneval_dir, "chat_0shot_humanevalpack")
+    samples = {s.id: s for s in task.load()}
+    [first] = task.requests(samples["HumanEval/0"])
+    problem = samples["HumanEval/0"].metadata["problem"]
+    assert first.prompt == [{"role": "user", "content": (
+        "Write a Python function `has_close_elements(numbers: List[float], threshold: float) -> bool` to solve the "
+        "following problem:\nCheck if in given list of numbers, are any two numbers closer to each other than\n"
+        "given threshold.\n>>> has_close_elements([1.0, 2.0, 3.0], 0.5)\nFalse\n"
+        ">>> has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3)\nTrue\n\n" + problem.prompt
+    )}]  # fmt: skip
+    assert first.decoding.greedy and first.stop == ()
+    # The first docstring of the prompt, as Qwen's regex finds it: for HumanEval/64 the module's FIX note.
+    [fix] = task.requests(samples["HumanEval/64"])
+    assert fix.prompt[0]["content"].startswith("Write a Python function `vowels_count(s)` to solve the following "
+                                               "problem:\n\nAdd more test cases.\n\n\nFIX = ")  # fmt: skip
+    # Every problem gets a prompt, and the oracle's replies pass under it, read as chat_0shot reads them.
+    rows = task.score_all(list(samples.values()), [[r.reference for r in task.requests(s)] for s in samples.values()])
+    assert [r["result"] for r in rows] == ["passed"] * 164
+    assert task.describe()["protocol"] == "chat_0shot_humanevalpack"
+
+
+def test_a_prompt_without_a_docstring_cannot_be_restated(humaneval_dir):
+    from qwen_evals.core.types import Sample
+    from qwen_evals.tasks.humaneval import Problem
+
+    task = make(humaneval_dir, "chat_0shot_humanevalpack")
+    problem = Problem("HumanEval/x", "def f(x):\n    pass\n", "    return x\n", "def check(f): pass", "f")
+    with pytest.raises(EvalError, match="HumanEval/x: the prompt has no docstring"):
+        task.requests(Sample("HumanEval/x", problem.test, {"problem": problem}))
 
 
 # ---- pass@k -------------------------------------------------------------------------------
@@ -331,6 +492,13 @@ def test_bad_problems_name_file_and_line(humaneval_copy, edit, message):
         make(humaneval_copy).load()
 
 
+def test_a_truncated_gzip_file_names_file_and_byte(humaneval_dir, tmp_path):
+    data = (humaneval_dir / "HumanEval.jsonl.gz").read_bytes()
+    (tmp_path / "HumanEval.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(EvalError, match=rf"HumanEval.jsonl.gz: the gzip data ends early, at byte {len(data) // 2} "):
+        make(tmp_path).load()
+
+
 def test_missing_data_file_is_named(tmp_path):
     with pytest.raises(EvalError, match=r"Missing data file: .*HumanEval.jsonl.gz"):
         make(tmp_path).load()
@@ -367,7 +535,7 @@ def test_command_line_run_warns_and_records_the_sandbox(shared_data, tmp_path):
     assert len(warnings) == 1
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["metrics"]["pass@1"] == 1.0 and summary["results"] == {"passed": 3}
-    assert {"namespaces", "user", "python_version", "timeout_s"} <= set(summary["sandbox"])
+    assert {"isolation", "user", "python_version", "timeout_s"} <= set(summary["sandbox"])
     sample = json.loads((tmp_path / "samples.jsonl").read_text().splitlines()[0])
     assert {"output", "completion", "parse_status", "parse_rule", "passed", "result", "result_detail"} <= set(sample)
 

@@ -53,13 +53,14 @@ def test_runs_are_identified_by_their_summaries_not_their_paths(fake_results, tm
 
 def test_models_as_rows_and_tasks_as_columns_with_the_cards_row(fake_results):
     numeric, display = leaderboard(load_runs([fake_results]), load_card())
-    assert list(display.columns) == ["model", "C-Eval", "MMLU"]  # the card's column order
+    assert list(display.columns) == ["model", "C-Eval", "C-Eval n", "MMLU", "MMLU n"]  # the card's column order
     rows = numeric.set_index(["model", "precision"])
     assert rows.loc[("fake-oracle", "bf16"), ["C-Eval", "MMLU"]].tolist() == [100.0, 100.0]
     assert rows.loc[("fake-worst", "bf16"), ["C-Eval", "MMLU"]].tolist() == [0.0, 0.0]
     assert math.isnan(rows.loc[("fake-oracle", "int8"), "C-Eval"]) and rows.loc[("fake-oracle", "nf4"), "MMLU"] == 100
     assert rows.loc[("Qwen/Qwen-7B-Chat", "bf16"), ["C-Eval", "MMLU"]].tolist() == [54.2, 53.9]
-    assert display.iloc[0].tolist() == ["fake-oracle (bf16)", "100.0 ± 0.0", "100.0 ± 0.0"]
+    # one question per subject: partial runs, marked, with their sample counts
+    assert display.iloc[0].tolist() == ["fake-oracle (bf16)", "100.0 ± 0.0 (partial)", "52", "100.0 ± 0.0 (partial)", "57"]
 
 
 def test_one_precision_sweep_gives_the_cards_quantization_table(fake_results):
@@ -140,6 +141,28 @@ def test_card_parity_of_a_category_row(tmp_path):
     assert row["delta_ci_high"] == pytest.approx(0.5 + 1.96)
 
 
+def test_vcsum_card_parity_uses_only_runs_made_with_dynamic_ntk(tmp_path):
+    """The card's 16.6 was read with dynamic NTK: a newer run without it does not replace the one with it."""
+    import json
+
+    def vcsum_run(name: str, rouge: float, finished: str, long_context: dict | None) -> None:
+        run = write_run(tmp_path / name, [rouge] * 20, task="vcsum", model="qwen-7b-chat", protocol="chat_0shot",
+                        column="rouge_l_longbench", metric="rouge_l_longbench", finished_at=finished)  # fmt: skip
+        summary = json.loads((run / "summary.json").read_text())
+        summary["backend"] = {"backend": "hf", **({"long_context": long_context} if long_context else {})}
+        (run / "summary.json").write_text(json.dumps(summary))
+
+    ntk = {"applied": {"dynamic_ntk": {"rope_type": "dynamic", "factor": 2.0}}, "unsupported": ["logn_attn"]}
+    vcsum_run("with-ntk", 0.166, "2026-01-01T00:00:00+00:00", ntk)
+    vcsum_run("without", 0.10, "2026-02-01T00:00:00+00:00", None)
+    view = parity(load_runs([tmp_path]), load_card())
+    [row] = view[view["card"] == "vcsum / rouge_l_longbench"].to_dict(orient="records")
+    assert row["run_dir"].endswith("with-ntk") and row["delta"] == pytest.approx(0.0) and row["status"] == "within"
+    (tmp_path / "with-ntk" / "summary.json").unlink()
+    view = parity(load_runs([tmp_path]), load_card())
+    assert list(view[view["card"] == "vcsum / rouge_l_longbench"]["status"]) == ["no run"]
+
+
 def test_the_card_file_holds_every_number_with_its_source():
     card = load_card(DEFAULT_CARD)
     assert (card.model, card.card_revision, card.tolerance) == ("Qwen/Qwen-7B-Chat", "v1.0", 1.0)
@@ -167,8 +190,8 @@ def test_other_tasks_bring_their_own_main_metric(tmp_path):
     runs = load_runs([tmp_path]).set_index("task")
     assert runs.loc["vcsum", ["metric", "metric_column"]].tolist() == ["rouge_l", "rouge_l"]
     assert runs.loc["gsm8k", ["metric", "metric_column", "score"]].tolist() == ["accuracy", "correct", 50.0]
-    numeric, _ = leaderboard(load_runs([tmp_path]), load_card())
-    assert list(numeric.columns[3:]) == ["GSM8K", "VCSUM"]
+    _, display = leaderboard(load_runs([tmp_path]), load_card())
+    assert list(display.columns) == ["model", "GSM8K", "GSM8K n", "VCSUM", "VCSUM n"]
 
 
 def test_metrics_come_from_the_summary_declarations_only(tmp_path):
@@ -191,7 +214,7 @@ def test_leaderboard_cli_writes_the_tables_and_the_page(fake_results, tmp_path):
     done = subprocess.run([sys.executable, "-m", "qwen_evals.analysis.leaderboard", str(fake_results), "--out", str(out)],
                           check=False, cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "| fake-worst (bf16) | 0.0 ± 0.0 | 0.0 ± 0.0 |" in done.stdout
+    assert "| fake-worst (bf16) | 0.0 ± 0.0 (partial) | 52 | 0.0 ± 0.0 (partial) | 57 |" in done.stdout
     for name in ("leaderboard.md", "leaderboard.csv", "quantization.csv", "card_parity.csv", "categories.csv",
                  "runs.csv", "index.html"):  # fmt: skip
         assert (out / name).is_file(), name
@@ -210,7 +233,7 @@ def test_gsm8k_parity_compares_the_card_era_reading(shared_data, tmp_path):
 
     task = GSM8K("chat_0shot", data_dir=str(shared_data / "gsm8k"))
     backend = FakeBackend(policy="script", script=with_thousands_separators, precision=Precision("bf16", "bfloat16"))
-    report = evaluate(task, backend, limit=300)
+    report = evaluate(task, backend)  # the whole test split: a partial run gets no parity
     report.save(tmp_path / "run")
     metrics = report.summary["metrics"]
     assert metrics["accuracy"] == 1.0 and 0.5 < metrics["card_rule_accuracy"] < 1.0  # "1,600" reads as "600"
@@ -219,3 +242,54 @@ def test_gsm8k_parity_compares_the_card_era_reading(shared_data, tmp_path):
     assert row["run_metric"] == "card_rule_accuracy"
     assert row["run_value"] == pytest.approx(100 * metrics["card_rule_accuracy"])
     assert load_card().headline("gsm8k", "chat_0shot", "test", "accuracy") == 41.1
+
+
+# ---- a leaderboard you can trust: smoke runs, repeats, data the card was measured on ---------------------
+
+
+def test_a_smoke_run_never_hides_a_complete_run_nor_stands_beside_the_card(tmp_path):
+    """A 2-questions-per-subject run (30.7 +- 8.8) was shown beside the card's 53.9 in place of the complete run."""
+    write_run(tmp_path / "full", [i < 545 for i in range(1000)], model="ckpt", finished_at="2026-01-01T00:00:00+00:00")
+    write_run(tmp_path / "smoke", [i < 35 for i in range(114)], model="ckpt", finished_at="2026-01-02T00:00:00+00:00",
+              run={"partial": True, "limit": 2})  # fmt: skip
+    runs = load_runs([tmp_path])
+    numeric, display = leaderboard(runs, load_card())
+    row = numeric.set_index("model").loc["ckpt"]
+    assert (row["MMLU"], row["MMLU n"], row["MMLU partial"]) == (pytest.approx(54.5), 1000, False)
+    assert display.set_index("model").loc["ckpt (bf16)", "MMLU n"] == "1000"
+    view = parity(runs, load_card())
+    (mmlu,) = view[view["card"] == "mmlu / chat_0shot / test / accuracy"].to_dict(orient="records")
+    assert mmlu["run_value"] == pytest.approx(54.5)
+    alone = load_runs([tmp_path / "smoke"])
+    cell = leaderboard(alone)[1].set_index("model").loc["ckpt (bf16)", "MMLU"]
+    assert cell.endswith("(partial)") and cell.startswith("30.7")
+    (left_out,) = parity(alone, load_card()).query("card == 'mmlu / chat_0shot / test / accuracy'").to_dict("records")
+    assert left_out["status"] == "left out: partial run" and left_out["run"] is None
+
+
+def test_repeated_runs_of_one_measurement_are_aggregated_with_the_latest_shown(tmp_path):
+    for day, right in ((1, 545), (2, 550), (3, 540)):
+        write_run(tmp_path / f"day{day}", [i < right for i in range(1000)], model="ckpt",
+                  finished_at=f"2026-01-0{day}T00:00:00+00:00")  # fmt: skip
+    write_run(tmp_path / "other-weights", [i < 600 for i in range(1000)], model="ckpt",
+              run={"model": {"label": "ckpt", "weights_sha256": "ab" * 32}})  # fmt: skip
+    numeric, display = leaderboard(load_runs([tmp_path]))
+    rows = numeric.set_index("checkpoint")
+    assert rows.loc["ckpt", "MMLU"] == pytest.approx(54.0)  # the latest
+    assert rows.loc["ckpt", ["MMLU runs", "MMLU mean", "MMLU sd"]].tolist() == pytest.approx([3, 54.5, 0.5])
+    assert rows.loc["ckpt@abababab", ["MMLU", "MMLU runs"]].tolist() == pytest.approx([60.0, 1])  # another checkpoint
+    assert display.set_index("model").loc["ckpt (bf16)", "MMLU"].endswith("; mean 54.5, sd 0.5 over 3 runs")
+
+
+def test_card_parity_only_on_the_data_the_card_was_measured_on(tmp_path):
+    """The suite's own ReAct exam was scored against the card's numbers, which the README says are not comparable."""
+    react = {"task": "react", "protocol": "qwen_react", "split": None, "column": "tool_ok", "metric": "tool_selection_accuracy"}
+    write_run(tmp_path / "own", [i < 160 for i in range(170)], model="own-exam", exam="qwen-evals react exam", **react)
+    write_run(tmp_path / "qwen", [i < 168 for i in range(170)], model="qwen-exam", exam="qwen exam_plugin_v1", **react)
+    view = parity(load_runs([tmp_path]), load_card())
+    rows = view[view["card"] == "react / tool_selection_accuracy"]
+    assert list(rows["run"]) == ["qwen-exam (bf16)"]
+    assert rows.iloc[0]["run_value"] == pytest.approx(100 * 168 / 170)
+    alone = parity(load_runs([tmp_path / "own"]), load_card())
+    (left_out,) = alone[alone["card"] == "react / tool_selection_accuracy"].to_dict(orient="records")
+    assert left_out["status"].startswith("left out: other data")

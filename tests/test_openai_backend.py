@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from qwen_evals.backends.openai import OpenAIBackend
+from qwen_evals.backends.resumable import ResumableBackend
 from qwen_evals.core.errors import EvalError
+from qwen_evals.core.store import RequestStore
 from qwen_evals.core.types import Generate, LogLikelihood
 from tests.conftest import CONF, texts
 from tests.openai_stub_server import StubModel, StubServer
@@ -226,6 +228,30 @@ def test_every_third_request_failing_is_retried_and_results_stay_in_order(server
     assert scored == make(server).loglikelihood(loglikelihood_requests())
 
 
+def test_a_truncated_200_body_is_retried_like_a_5xx(server, reference):
+    server.configure(broken_body=2)  # HTTP 200 with the first half of the JSON
+    backend = make(server, concurrency=1)
+    prompts = [f"Item {i}: the number after {i} is" for i in range(4)]
+    outputs = texts(backend.generate([Generate(p, max_new_tokens=3) for p in prompts]))
+    assert outputs == [greedy(reference, p, 3) for p in prompts]
+    info = backend.describe()
+    assert (info["retries"], info["failures"], len(server.received)) == (1, {"invalid JSON": 1}, 5)
+
+
+def test_answers_are_stored_as_they_arrive_when_the_server_dies_mid_run(server, reference, tmp_path):
+    server.configure(die_after=4)  # four answers, then every connection closes without a reply
+    prompts = [f"Item {i}: the number after {i} is" for i in range(10)]
+    requests = [Generate(p, max_new_tokens=3) for p in prompts]
+    dying = ResumableBackend(make(server, concurrency=3, max_retries=1), RequestStore(tmp_path))
+    with pytest.raises(EvalError, match=r"failed after 2 attempts; last: connection"):
+        dying.generate(requests)
+    assert len(RequestStore(tmp_path).results) == 4  # what another process finds: every answer given
+    server.configure()
+    again = ResumableBackend(make(server), RequestStore(tmp_path))
+    assert texts(again.generate(requests)) == [greedy(reference, p, 3) for p in prompts]
+    assert (again.reused, again.computed, len(server.received)) == (4, 6, 6)
+
+
 def test_a_stalling_server_times_out_is_retried_then_fails_clearly(server):
     server.configure(stall_s=3.0)
     backend = make(server, timeout_s=0.3, max_retries=2, concurrency=2)
@@ -320,6 +346,23 @@ def test_describe_and_identity(server):
     assert identity["model"] == SERVED and "base_url" not in identity  # a moved server keeps the resume store
 
 
+def test_system_prompt_and_decoding_are_sent_and_recorded(server):
+    """The configured system prompt goes to the server's template as the system message; null sends none."""
+    chat = [{"role": "user", "content": "What is 2+2?"}]
+    for system in ("You are a helpful assistant.", None):
+        backend = make(server)
+        backend.system_prompt = system
+        backend.generate([Generate(chat, max_new_tokens=2), Generate("text", max_new_tokens=3, stop=("\n",))])
+        [sent] = [r["body"] for r in server.received[-2:] if r["path"] == "/v1/chat/completions"]
+        expected = [{"role": "system", "content": system}] if system else []
+        assert sent["messages"] == [*expected, *chat]
+        assert backend.describe()["system_prompt"]["used"] == system
+    greedy = {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "n": 1}
+    assert backend.describe()["generation"]["settings"] == [
+        {"max_tokens": 2, **greedy}, {"max_tokens": 3, **greedy, "stop": ["\n"]},
+    ]  # fmt: skip
+
+
 def test_bad_settings_are_user_errors():
     for options in (
         {"base_url": "localhost:8000"},
@@ -333,9 +376,10 @@ def test_bad_settings_are_user_errors():
 
 def test_model_config_composes_and_instantiates_with_precision():
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     from qwen_evals.backends.precision import Precision
+    from qwen_evals.cli.checks import RECORD_ONLY_KEYS
+    from qwen_evals.cli.run import build_backend
     from qwen_evals.core.config import register_resolvers
 
     register_resolvers()
@@ -343,8 +387,8 @@ def test_model_config_composes_and_instantiates_with_precision():
         cfg = compose(
             config_name="config", overrides=["model=openai", "precision=bf16", "model.base_url=http://127.0.0.1:9/v1"]
         )
-    assert set(cfg.model) - {"_target_"} <= set(inspect.signature(OpenAIBackend).parameters)
-    backend = instantiate(cfg.model, precision=cfg.precision)
+    assert set(cfg.model) - {"_target_", *RECORD_ONLY_KEYS} <= set(inspect.signature(OpenAIBackend).parameters)
+    backend = build_backend(cfg.model, cfg.precision)
     assert (
         isinstance(backend, OpenAIBackend)
         and isinstance(backend.precision, Precision)

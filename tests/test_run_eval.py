@@ -106,6 +106,13 @@ def test_int8_and_nf4_run_on_the_cpu_and_their_weights_shrink_in_order(tiny_qwen
     assert all(s["tokens_per_second"] > 0 for s in summaries.values())
 
 
+def test_a_data_dir_one_level_too_high_says_the_benchmark_folder_is_not_under_it(shared_data, tmp_path):
+    done = run_eval("model=fake", "task=mmlu", f"data_dir={shared_data.parent}", f"output_dir={tmp_path}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"data_dir='{shared_data.parent}': the mmlu/ folder was not found under data_dir" in done.stderr
+    assert f"set data_dir={shared_data}" in done.stderr
+
+
 def test_a_killed_run_resumes_from_its_stored_requests(tiny_qwen2, shared_data, tmp_path):
     store = tmp_path / "store"
     common = ["model=hf", f"model.path={tiny_qwen2}", "precision=fp32", f"data_dir={shared_data}", "limit=4",

@@ -51,3 +51,26 @@ def test_canary_recomputes_even_when_results_are_stored(shared_data, tmp_path):
     report = evaluate(task, backend, canary=2)
     assert report.summary["batch_invariance"]["drifted"] == ["anatomy/0", "anatomy/1"]
     assert backend.computed == 14 * 4  # the canary's requests were not stored
+
+
+def test_the_protocol_decides_decoding_and_the_summary_records_it(shared_data):
+    """Decoding is protocol data: every generate request carries the protocol's, whatever the builder set."""
+    import dataclasses
+
+    from qwen_evals.core.task import protocol_table
+    from qwen_evals.core.types import Decoding
+
+    sampled = Decoding(temperature=0.7, top_p=0.9)
+
+    class SampledMMLU(MMLU):
+        protocols = protocol_table(dataclasses.replace(MMLU.protocols["chat_0shot"], decoding=sampled))
+
+    seen = []
+    backend = FakeBackend(policy="script", script=lambda request: seen.append(request.decoding) or "A")
+    report = evaluate(SampledMMLU("chat_0shot", "val", str(shared_data / "mmlu"), subjects=["anatomy"]), backend, limit=2)
+    assert seen == [sampled, sampled]
+    assert report.to_summary()["decoding"] == dataclasses.asdict(sampled)
+    greedy = evaluate(MMLU("chat_0shot", "val", str(shared_data / "mmlu"), subjects=["anatomy"]), FakeBackend(), limit=1)
+    assert greedy.to_summary()["decoding"] == {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+    base = evaluate(MMLU("base_5shot", "val", str(shared_data / "mmlu"), subjects=["anatomy"]), FakeBackend(), limit=1)
+    assert base.to_summary()["decoding"] is None  # log-likelihood protocols decode nothing

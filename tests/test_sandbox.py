@@ -6,6 +6,7 @@ programs cannot hurt the machine or the test run.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -13,7 +14,9 @@ import time
 import pytest
 
 from qwen_evals.core.errors import EvalError
-from qwen_evals.scoring.sandbox import REASONS, Sandbox
+from qwen_evals.scoring.sandbox import REASONS, ExecResult, Sandbox, bwrap, check_infra_errors
+from qwen_evals.scoring.sandbox.isolation import Bubblewrap
+from tests.conftest import REPO, require_bwrap
 
 LIMITS = {"timeout_s": 1.5, "memory_mb": 256, "file_size_mb": 4, "max_processes": 8, "workers": 2}
 
@@ -26,7 +29,14 @@ def sandbox() -> Sandbox:
 @pytest.fixture(scope="module")
 def fallback() -> Sandbox:
     """No namespaces, audit-hook guard on: the mode of machines that forbid unshare."""
-    return Sandbox(**LIMITS, namespaces=False, guard=True)
+    return Sandbox(**LIMITS, isolation="process", guard=True)
+
+
+@pytest.fixture(scope="module")
+def bwrapped(sandbox) -> Sandbox:
+    """The default sandbox, where it uses bubblewrap (skipped elsewhere; required in CI)."""
+    require_bwrap(sandbox)
+    return sandbox
 
 
 @pytest.fixture(params=["default", "fallback"])
@@ -90,7 +100,7 @@ def test_failures_say_where(verdicts):
 # ---- isolation ------------------------------------------------------------------------
 
 
-def test_each_program_gets_a_fresh_interpreter_dir_and_environment(sandbox, monkeypatch):
+def test_each_program_gets_a_fresh_interpreter_dir_and_environment(any_mode, monkeypatch):
     monkeypatch.setenv("EVALS_SECRET", "leaked")
     probe = (
         "import os, sys\n"
@@ -98,11 +108,11 @@ def test_each_program_gets_a_fresh_interpreter_dir_and_environment(sandbox, monk
         "assert sys.flags.isolated and sys.flags.no_site\n"
         "assert os.listdir('.') == ['program.py'], os.listdir('.')\n"
         "open('left_behind.txt', 'w').write('x')\n"
-        "print(os.getcwd())\n"
+        "print(os.path.abspath('left_behind.txt'))\n"
     )
-    first, second = sandbox.run_many([probe, probe])
+    first = any_mode.run(probe)
+    second = any_mode.run(probe)  # it sees no left_behind.txt
     assert first.passed and second.passed, (first.detail, second.detail)
-    assert first.output_tail != second.output_tail
     assert not os.path.exists(first.output_tail.strip())
 
 
@@ -144,7 +154,8 @@ def test_no_network(any_mode):
         with pytest.raises(TimeoutError):  # a connection would wait in the backlog
             server.accept()
     assert (result.passed, result.reason) == (False, "exception")
-    assert "Network is unreachable" in result.detail or "blocked by the sandbox" in result.detail
+    refused = ("Network is unreachable", "Connection refused", "blocked by the sandbox")  # bwrap's loopback is up
+    assert any(reason in result.detail for reason in refused), result.detail
 
 
 def test_callers_files_survive_rm_rf_and_writes(any_mode, tmp_path):
@@ -176,6 +187,108 @@ def test_fallback_guard_blocks_escape_hatches(fallback):
     assert not os.path.exists("/tmp/evals-sandbox-escape.txt")
 
 
+def test_only_the_result_pipe_is_passed_in(any_mode):
+    leaked = os.open(REPO / "README.md", os.O_RDONLY)
+    os.set_inheritable(leaked, True)  # inheritable, yet not passed
+    try:
+        result = any_mode.run(
+            "import os\nopen_fds = {}\nfor fd in os.listdir('/proc/self/fd'):\n    try:\n"
+            "        open_fds[int(fd)] = os.readlink('/proc/self/fd/' + fd)\n    except OSError:\n        pass\n"
+            "print(sorted(target.split(':')[0] for fd, target in open_fds.items() if fd > 2))\n"
+        )
+    finally:
+        os.close(leaked)
+    assert result.passed, result.detail
+    assert result.output_tail.strip() == "['pipe']"
+
+
+def test_a_program_cannot_turn_its_failure_into_an_infra_error(any_mode):
+    result = any_mode.run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos._exit(0)\n")
+    assert not result.passed and result.reason in ("exit", "killed", "exception"), (result.reason, result.detail)
+
+
+# ---- bubblewrap ---------------------------------------------------------------------------
+
+
+def test_bwrap_shows_only_what_the_interpreter_needs(bwrapped, shared_data):
+    absent = [str(REPO), str(REPO / "results"), str(shared_data), "/etc", "/var", "/bin/sh", "/usr/bin/sh"]
+    result = bwrapped.run(
+        "import os, site\n"
+        f"visible = [p for p in {absent!r} if os.path.exists(p)]\n"
+        "assert not visible, visible\n"
+        "packages = [os.listdir(p) for p in site.getsitepackages() if os.path.isdir(p)]\n"
+        "assert not any(packages), packages\n"
+        "written = []\n"
+        "for path in ['/x', '/usr/lib/x', '/dev/x', site.getsitepackages()[0] + '/x', '/tmp/program.py']:\n"
+        "    try:\n        open(path, 'w')\n        written.append(path)\n    except OSError:\n        pass\n"
+        "assert not written, written\n"
+        "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+    )
+    assert result.passed, (result.detail, result.output_tail)
+    assert result.output_tail.strip() == "[1, 2]"  # the harness (pid 1) and the program: no host process
+
+
+def test_bwrap_refuses_new_user_namespaces(bwrapped):
+    result = bwrapped.run(
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nCLONE_NEWUSER = 0x10000000\n"
+        "assert libc.unshare(CLONE_NEWUSER) == 0, ctypes.get_errno()\n"
+    )
+    assert result.reason == "assertion", result.detail
+
+
+def test_an_older_bwrap_without_the_optional_options_still_isolates(monkeypatch, shared_data):
+    monkeypatch.setattr(bwrap, "missing_options", lambda: bwrap.OPTIONAL)  # e.g. Ubuntu 22.04's bwrap 0.6
+    sandbox = Sandbox(**LIMITS)
+    require_bwrap(sandbox)
+    assert sandbox.describe()["bwrap_missing_options"] == ["--disable-userns", "--size"]
+    result = sandbox.run(f"import os\nassert not os.path.exists({str(shared_data)!r})\nprint(os.listdir('/tmp'))\n")
+    assert result.passed and result.output_tail.strip() == "['program.py']", result.detail
+
+
+def test_without_bwrap_the_fallback_is_recorded_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(Bubblewrap, "available", lambda self: False)
+    with caplog.at_level(logging.WARNING, logger="qwen_evals.scoring.sandbox.sandbox"):
+        info = Sandbox(**LIMITS).describe()
+    assert info["isolation"] in ("unshare", "process")
+    assert info["isolation_fallback"].startswith("bwrap: needs bubblewrap")
+    assert "weaker isolation" in caplog.text and "bwrap: needs bubblewrap" in caplog.text
+
+
+def test_bwrap_that_cannot_start_falls_back(monkeypatch, caplog):
+    monkeypatch.setattr(Bubblewrap, "available", lambda self: True)
+    monkeypatch.setattr(Bubblewrap, "command", lambda self, *args: ["bwrap", "--unshare-all", "--no-such-option"])
+    with caplog.at_level(logging.WARNING, logger="qwen_evals.scoring.sandbox.sandbox"):
+        info = Sandbox(**LIMITS).describe()
+    assert info["isolation"] != "bwrap" and "infra_error" in info["isolation_fallback"]
+    assert "weaker isolation" in caplog.text
+
+
+# ---- infrastructure errors ---------------------------------------------------------------
+
+
+def test_a_sandbox_that_fails_to_start_a_program_is_an_infra_error(monkeypatch):
+    sandbox = Sandbox(**LIMITS)
+    sandbox.describe()  # probed: the isolation is chosen
+    mode = type(sandbox._isolation)
+    monkeypatch.setattr(mode, "command", lambda self, *args: ["false"])
+    ended = sandbox.run("assert False\n")
+    monkeypatch.setattr(mode, "command", lambda self, *args: ["/nonexistent/python3"])
+    unstarted = sandbox.run("assert False\n")
+    assert (ended.reason, unstarted.reason) == ("infra_error", "infra_error")
+    assert "before the program started" in ended.detail and "could not start the sandbox" in unstarted.detail
+
+
+def test_more_than_one_percent_of_infra_errors_fail_the_batch():
+    def batch(failed: int) -> list[ExecResult]:
+        return [ExecResult(False, "infra_error", "bwrap: out of namespaces")] * failed + [
+            ExecResult(True, "passed")
+        ] * (200 - failed)
+
+    check_infra_errors(batch(2), "humaneval")  # 1%
+    with pytest.raises(EvalError, match=r"humaneval: the code sandbox failed to run 3 of 200 programs .*out of namesp"):
+        check_infra_errors(batch(3), "humaneval")
+
+
 # ---- throughput and setup --------------------------------------------------------------
 
 
@@ -190,7 +303,7 @@ def test_programs_run_in_parallel(sandbox):
 def test_describe_says_what_isolation_is_in_use(sandbox):
     info = sandbox.describe()
     assert info["timeout_s"] == 1.5 and info["workers"] == 2
-    assert isinstance(info["namespaces"], bool) and info["python_version"].startswith("3.")
+    assert info["isolation"] in ("bwrap", "unshare", "process") and info["python_version"].startswith("3.")
     if os.geteuid() == 0:
         assert info["user"] == "a fresh unprivileged uid per program"
 

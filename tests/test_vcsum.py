@@ -220,13 +220,36 @@ def test_dynamic_ntk_reaches_a_qwen2_model_and_keeps_its_rope_theta(tiny_qwen2):
         assert not torch.allclose(plain(long).logits, scaled(long).logits)  # past it: rescaled
 
 
-def test_qwen_v1_remote_code_gets_its_own_switches():
-    config = SimpleNamespace(model_type="qwen", use_dynamic_ntk=False, use_logn_attn=True, seq_length=2048)
-    settings = long_context_config_overrides(config, dynamic_ntk=True)
-    assert settings.overrides == {"use_dynamic_ntk": True}  # logn_attn unset: the checkpoint's value stays
-    assert settings.applied == {"use_dynamic_ntk": True, "use_logn_attn": True}
-    assert settings.unsupported == ()
-    assert long_context_config_overrides(config, logn_attn=False).overrides == {"use_logn_attn": False}
+def test_the_card_long_context_preset_reads_every_staged_transcript_whole(shared_data, qwen_tokenizer, tiny_qwen2):
+    """model=qwen-7b-chat-long: dynamic NTK on, and a context that holds the longest transcript with its answer."""
+    from hydra import compose, initialize_config_dir
+
+    from qwen_evals.backends.hf.backend import HFBackend
+    from qwen_evals.backends.precision import Precision
+    from qwen_evals.core.config import register_resolvers
+    from tests.conftest import CONF
+
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        preset = compose(config_name="config", overrides=["model=qwen-7b-chat-long", "task=vcsum"]).model
+    assert (preset.path, preset.convert, preset.long_context.dynamic_ntk, preset.long_context.rope_factor) == (
+        "Qwen/Qwen-7B-Chat", "qwen1", True, 2.0,
+    )  # fmt: skip
+    encoder = PromptEncoder(qwen_tokenizer, preset.system_prompt, preset.max_length)
+    for split in ("test", "dev"):
+        task = VCSUM(split=split, data_dir=str(shared_data / "vcsum"))
+        task.bind_model(ModelTokenizer(qwen_tokenizer, preset.max_length, encoder.encode))
+        assert not any(task.fit(sample).cut.truncated for sample in task.load()), split
+    # What the preset asks of the converted (Qwen2) model reaches it, and the summary says so.
+    backend = HFBackend("long", str(tiny_qwen2), Precision("fp32", "float32"), device_map=None,
+                        long_context=dict(preset.long_context), max_length=preset.max_length)  # fmt: skip
+    assert backend.describe()["long_context"] == {
+        "applied": {"dynamic_ntk": {"rope_type": "dynamic", "factor": 2.0}}, "unsupported": ["logn_attn"],
+    }  # fmt: skip
+    assert backend.model.config.rope_parameters["rope_type"] == "dynamic" and backend.max_length == 32768
+
+
+def test_dynamic_ntk_factor_below_one_is_refused():
     with pytest.raises(EvalError, match="rope_factor=0.5 must be >= 1"):
         long_context_config_overrides(
             SimpleNamespace(rope_parameters={"rope_theta": 1.0}), dynamic_ntk=True, rope_factor=0.5

@@ -1,9 +1,14 @@
 """Model-card numbers as data (conf/card/*.yaml) and each run's distance to them.
 
 A card entry matches a run when task, protocol, split and precision agree (an
-entry's null matches anything). Parity rows give the run's score, its 95% CI,
-the delta to the card with the CI shifted by the same amount (the card's number
-has no published uncertainty), and whether the delta lies within the tolerance.
+entry's null matches anything), the run asked the card's data (the entry's
+`data`: summary.json fields such as ReAct's `exam`) and its summary.json holds what
+the entry `requires` (the setting the card's number was made under, e.g. VCSUM's
+dynamic NTK). Partial runs (a `limit`, chosen subjects), runs on other data and
+runs under another setting never stand beside the card: their entry says so
+instead. Parity rows give the run's score, its 95% CI, the delta to the card with
+the CI shifted by the same amount (the card's number has no published
+uncertainty), and whether the delta lies within the tolerance.
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ class CardEntry:
     run_metric: str | None = None
     """The run's metric to compare with when it is not `metric` itself: the reading that
     reproduces the card's rule (GSM8K: `card_rule_accuracy`, the card-era answer reading)."""
+    data: dict[str, Any] | None = None
+    """The data the card's number was measured on, as summary.json fields a run must equal
+    (ReAct: `{exam: qwen exam_plugin_v1}`); None: the benchmark has one version."""
+    requires: dict[str, Any] = field(default_factory=dict)
+    """Dotted paths into a run's summary.json -> the value they must hold for the run to be
+    compared (VCSUM: `backend.long_context.applied.dynamic_ntk.rope_type: dynamic`)."""
 
     @property
     def compared_metric(self) -> str:
@@ -52,6 +63,22 @@ class CardEntry:
 
     def matches(self, run: pd.Series | dict[str, Any]) -> bool:
         return all(getattr(self, f) is None or getattr(self, f) == run.get(f) for f in MATCH_FIELDS)
+
+    def same_data(self, run: pd.Series) -> bool:
+        return all(run["summary"].get(key) == value for key, value in (self.data or {}).items())
+
+    def made_under(self, summary: dict[str, Any]) -> bool:
+        """Whether a run's summary holds every setting the entry `requires`."""
+        return all(_lookup(summary, path) == value for path, value in self.requires.items())
+
+
+def _lookup(summary: dict[str, Any], path: str) -> Any:
+    value: Any = summary
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
 
 
 @dataclass(frozen=True)
@@ -120,6 +147,22 @@ def run_value(run: pd.Series, entry: CardEntry) -> tuple[float, float, float]:
     return metric_points(run, entry.compared_metric)
 
 
+def _left_out(entry: CardEntry, matched: list[pd.Series]) -> str:
+    """Why an entry has no parity row: no run, or only partial runs or runs on other data."""
+    if not matched:
+        return "no run"
+    reasons = {_why_left_out(entry, run) for run in matched}
+    return "left out: " + ", ".join(sorted(reasons))
+
+
+def _why_left_out(entry: CardEntry, run: pd.Series) -> str:
+    if run["partial"]:
+        return "partial run"
+    if not entry.same_data(run):
+        return f"other data (card: {entry.data})"
+    return f"another setting (card: {entry.requires})"
+
+
 def parity(runs: pd.DataFrame, card: Card, tolerance: float | None = None) -> pd.DataFrame:
     """One row per (card entry, matching run); entries no run matches get one row marked `no run`."""
     tolerance = card.tolerance if tolerance is None else tolerance
@@ -135,7 +178,10 @@ def parity(runs: pd.DataFrame, card: Card, tolerance: float | None = None) -> pd
             "note": entry.note,
         }
         matched = [run for _, run in current.iterrows() if entry.matches(run)]
-        for run in matched:
+        comparable = [
+            run for run in matched if not run["partial"] and entry.same_data(run) and entry.made_under(run["summary"])
+        ]
+        for run in comparable:
             value, low, high = run_value(run, entry)
             delta = value - entry.value
             within = abs(delta) <= tolerance if not math.isnan(delta) else None
@@ -159,8 +205,8 @@ def parity(runs: pd.DataFrame, card: Card, tolerance: float | None = None) -> pd
                     "run_dir": run["run_dir"],
                 }
             )
-        if not matched:
-            rows.append({**base, "run": None, "status": "no run"})
+        if not comparable:
+            rows.append({**base, "run": None, "status": _left_out(entry, matched)})
     frame = pd.DataFrame(rows)
     frame.attrs["tolerance"] = tolerance
     return frame

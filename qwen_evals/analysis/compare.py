@@ -3,11 +3,13 @@
     python -m qwen_evals.analysis.compare RUN_A RUN_B [--alpha 0.05] [--show 20] [--json FILE]
 
 RUN_A and RUN_B are run folders or results roots (every summary.json below is
-used). Runs are paired on task, protocol and split, plus model, revision and
+used). Runs are paired on task, protocol and split, plus model, label and
 precision wherever a side holds more than one of them (so two checkpoints, or
 two nightly sweeps of many checkpoints, compare the way one expects). Within a
 pair, samples are matched by id; both runs must hold the same ids with the same
-gold answers, or the comparison stops with an error.
+gold answers, or the comparison stops with an error. Each comparison names what
+else differs between the two records: data, prompts, generation settings, chat
+template, model identity (`qwen_evals.analysis.differences`).
 
 - Right/wrong metrics (per-sample values 0/1): McNemar's exact test on the
   flipped samples; the delta and its 95% CI come from a paired bootstrap.
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from qwen_evals.analysis.differences import differences
 from qwen_evals.analysis.results import (
     KEY_FIELDS,
     identity,
@@ -45,7 +48,7 @@ from qwen_evals.core.errors import EvalError
 from qwen_evals.core.metrics import Metric
 
 PAIR_ALWAYS = ("task", "protocol", "split")
-PAIR_IF_VARIED = ("model", "model_revision", "precision")
+PAIR_IF_VARIED = ("model", "label", "precision")
 ALPHA = 0.05
 
 
@@ -75,6 +78,9 @@ class Comparison:
     """Ids where B is worse: right in A, wrong in B (or, for continuous metrics, every drop, largest first)."""
     improvements: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    """What differs between the two records besides chance (data, prompts, generation, model)."""
+    same_exam: bool = True
+    """Both asked the same questions the same way (equal `data_fingerprint`)."""
 
     @property
     def name(self) -> str:
@@ -162,11 +168,8 @@ def compare_pair(
     """B against A on one metric (default: the headline), paired by sample id."""
     a, b = align(run_a, run_b)
     metric = metric or run_a["metric_spec"]
-    notes = []
     if metric not in run_b["compared_metrics"]:
         raise EvalError(f"{run_a['task']}: run B does not declare {metric} as run A does ({run_b['run_dir']})")
-    if run_a["data_fingerprint"] != run_b["data_fingerprint"]:
-        notes.append("prompts differ (data_fingerprint): a prompt or protocol change, not only the model")
     rows_a, values_a, groups = metric_samples(a, metric, run_a["run_dir"])
     rows_b, values_b, _ = metric_samples(b, metric, run_b["run_dir"])
     if rows_a["id"].tolist() != rows_b["id"].tolist():
@@ -205,7 +208,8 @@ def compare_pair(
         higher_is_better=metric.higher_is_better,
         regressions=regressions,
         improvements=improvements,
-        notes=notes,
+        notes=differences(run_a, run_b),
+        same_exam=run_a["data_fingerprint"] == run_b["data_fingerprint"],
     )
 
 
@@ -221,6 +225,15 @@ def compare(
     pairs, only_a, only_b = pair_runs(load_runs(a), load_runs(b))
     if not pairs:
         raise EvalError(f"no run in A matches a run in B on task/protocol/split; A has {only_a}, B has {only_b}")
+    result = test_pairs(pairs, alpha=alpha, n_boot=n_boot, seed=seed)
+    result.only_a, result.only_b = only_a, only_b
+    return result
+
+
+def test_pairs(
+    pairs: list[tuple[pd.Series, pd.Series]], *, alpha: float = ALPHA, n_boot: int = stats.N_BOOT, seed: int = stats.SEED
+) -> ComparisonSet:
+    """Test each pair on its compared metrics, Holm-adjust across all of them, and give verdicts for B."""
     has_score = [not (math.isnan(a["score"]) or math.isnan(b["score"])) for a, b in pairs]
     scored = [pair for pair, ok in zip(pairs, has_score) if ok]
     unscored = [_describe(pair[0]) for pair, ok in zip(pairs, has_score) if not ok]
@@ -232,7 +245,7 @@ def compare(
     for comparison, adjusted in zip(comparisons, stats.holm([c.p_value for c in comparisons])):
         comparison.p_holm = adjusted
         comparison.verdict = verdict(comparison, alpha)
-    return ComparisonSet(comparisons, only_a, only_b, alpha, unscored)
+    return ComparisonSet(comparisons, alpha=alpha, unscored=unscored)
 
 
 def verdict(c: Comparison, alpha: float) -> str:

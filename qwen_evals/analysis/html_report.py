@@ -3,7 +3,8 @@
 Every page is self-contained (inline CSS, inline SVG charts, a few lines of
 inline JavaScript; nothing is fetched), so the folder can be attached to a CI
 run or opened from disk. The per-sample pages are separate files because a full
-MMLU run has 14k prompts; index.html links to each.
+MMLU run has 14k prompts; index.html links to each. Runs are named by their run id,
+never by their folder: a page names no file outside the report.
 """
 
 from __future__ import annotations
@@ -216,10 +217,10 @@ def runs_table(runs: pd.DataFrame, slugs: dict[str, str]) -> str:
                                                                            "wall_seconds", "peak_memory_gb"))
             + f'<td><a class="samples" href="{page}">samples</a> · <a href="{page}#filter=wrong">wrong</a> · '
             f'<a href="{page}#filter=unparsed">unparsed</a></td>'
-            f'<td class="muted">{escape(run["run_dir"])}</td></tr>'
+            f'<td class="muted">{escape(_fmt(run["run_id"]))}{" (partial)" if run["partial"] else ""}</td></tr>'
         )  # fmt: skip
     head = "".join(f"<th>{h}</th>" for h in ("task", "protocol", "split", "model", "n", "score", "unparsed",
-                                              "wall s", "peak GiB", "per-sample view", "folder"))  # fmt: skip
+                                              "wall s", "peak GiB", "per-sample view", "run"))  # fmt: skip
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
@@ -270,7 +271,7 @@ def sample_page(run: pd.Series) -> str:
     wrong_label = "wrong" if binary else f"{column} below 1"
     body = (
         f'<p><a href="../index.html">← leaderboard</a></p><h1>{escape(title)}</h1>'
-        f'<p>{escape(metrics)}</p><p class="muted">{escape(str(run["run_dir"]))}</p>'
+        f'<p>{escape(metrics)}</p><p class="muted">run {escape(_fmt(run["run_id"]))}</p>'
         '<p><label>show <select id="filter"><option value="all">all samples</option>'
         f'<option value="wrong">{escape(wrong_label)}</option><option value="unparsed">unparsed</option>'
         '<option value="wrong-or-unparsed">wrong or unparsed</option></select></label> '

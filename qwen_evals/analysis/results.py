@@ -1,7 +1,10 @@
 """The results store: every finished run (a folder with summary.json) as one DataFrame row.
 
 Identity fields (task, protocol, split, model, revision, precision) are read from
-summary.json, never parsed back out of folder names: a run can live anywhere.
+summary.json, never parsed back out of folder names: a run can live anywhere. The
+checkpoint is its record's label and weights fingerprint (`checkpoint`, e.g.
+`checkpoint-1000@3fa2b1c4`), so two checkpoints of one name never merge; a run
+is `partial` when its record says so (a `limit`, chosen subjects).
 
 Each run's *main metric* is the headline of the metric declarations its task
 wrote into summary.json (`metric_declarations`, `main_metric`; see
@@ -36,7 +39,10 @@ TASK_LABELS = {
     "hfagent": "HF Agent",
 }
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8", "nf4")
-KEY_FIELDS = ("task", "protocol", "split", "model", "model_revision", "precision")
+SUMMARY_FIELDS = ("task", "protocol", "split", "model", "model_revision", "precision")
+"""Identity fields read as they are from summary.json."""
+KEY_FIELDS = ("task", "protocol", "split", "checkpoint", "model_revision", "precision")
+"""One measurement of one checkpoint: runs equal in these are re-runs of each other."""
 
 
 def declared_metrics(summary: dict[str, Any], where: str = "summary") -> dict[str, Metric]:
@@ -113,7 +119,7 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     if not rows:
         raise EvalError(f"no summary.json found under {[str(p) for p in paths]}")
     frame = pd.DataFrame(rows)
-    for field in KEY_FIELDS:  # missing identity fields are None (not NaN), so that they compare equal
+    for field in (*SUMMARY_FIELDS, "checkpoint", "label"):  # missing identity fields are None (not NaN): they compare equal
         frame[field] = frame[field].astype(object).where(frame[field].notna(), None)
     return frame
 
@@ -123,9 +129,18 @@ def run_row(run_dir: Path, summary: dict[str, Any], where: str = "summary") -> d
     spec = compared[0]
     metrics = summary.get("metrics") or {}
     score, low, high = metric_points({"metrics": metrics}, spec.name)
+    run = summary.get("run") or {}
+    model = run.get("model") or {}
+    config = summary.get("config") or {}
     return {
         "run_dir": str(run_dir),
-        **{field: summary.get(field) for field in KEY_FIELDS},
+        **{field: summary.get(field) for field in SUMMARY_FIELDS},
+        "run_id": run.get("id"),
+        "label": model.get("label") or summary.get("model"),
+        "weights_sha256": model.get("weights_sha256"),
+        "checkpoint": checkpoint_name(model.get("label") or summary.get("model"), model, summary.get("model_revision")),
+        "partial": run["partial"] if "partial" in run else config.get("limit") is not None,
+        "limit": run["limit"] if "limit" in run else config.get("limit"),
         "metric": spec.name,
         "metric_column": spec.column,
         "higher_is_better": spec.higher_is_better,
@@ -141,7 +156,8 @@ def run_row(run_dir: Path, summary: dict[str, Any], where: str = "summary") -> d
         "tokens_per_second": _number(summary.get("tokens_per_second")),
         **memory_columns(summary.get("memory") or {}),
         "data_fingerprint": summary.get("data_fingerprint"),
-        "git_commit": summary.get("git_commit"),
+        "generation_fingerprint": (summary.get("fingerprints") or {}).get("generation"),
+        "git_commit": (run.get("provenance") or {}).get("git_commit", summary.get("git_commit")),
         "finished_at": summary.get("finished_at"),
         "metrics": metrics,
         "tables": summary.get("tables") or {},
@@ -163,15 +179,30 @@ def memory_columns(memory: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def checkpoint_name(label: str, model: dict[str, Any], revision: str | None) -> str:
+    """`label@<weights sha256, else hub commit, else revision>` (short), or the label alone when none is known."""
+    tag = model.get("weights_sha256") or model.get("commit") or revision
+    return f"{label}@{str(tag)[:8]}" if tag else str(label)
+
+
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def latest(runs: pd.DataFrame, by: Iterable[str] = KEY_FIELDS) -> pd.DataFrame:
-    """The most recently finished run of each identity (re-runs replace earlier ones in tables)."""
+    """One run of each identity: the most recently finished complete run, else the latest partial one.
+
+    A smoke run (`limit`, chosen subjects) never hides a complete run of the same checkpoint.
+    """
     by = list(by)
-    ordered = runs.assign(_t=runs["finished_at"].fillna("")).sort_values(["_t", "run_dir"])
-    return ordered.drop(columns="_t").drop_duplicates(_keys(ordered, by), keep="last").reset_index(drop=True)
+    ordered = runs.assign(_t=runs["finished_at"].fillna(""), _full=~runs["partial"].fillna(False).astype(bool))
+    ordered = ordered.sort_values(["_full", "_t", "run_dir"])
+    kept = ordered.drop_duplicates(_keys(ordered, by), keep="last").sort_values(["_t", "run_dir"])
+    return kept.drop(columns=["_t", "_full"]).reset_index(drop=True)
+
+
+SETTING_FIELDS = (*KEY_FIELDS, "data_fingerprint", "generation_fingerprint", "limit")
+"""Runs equal in these measured the same thing the same way: repeats, aggregated on the leaderboard."""
 
 
 def _keys(frame: pd.DataFrame, by: list[str]) -> list[str]:
@@ -188,9 +219,9 @@ def _missing(value: Any) -> bool:
 
 
 def model_label(row: pd.Series | dict[str, Any]) -> str:
-    """`model@revision (precision)`; the revision only when the run pinned one."""
-    revision, precision = row.get("model_revision"), row.get("precision")
-    name = str(row["model"]) if _missing(revision) or not revision else f"{row['model']}@{str(revision)[:10]}"
+    """`checkpoint (precision)`: the label with its weights fingerprint (or revision), and the precision."""
+    precision = row.get("precision")
+    name = str(row["checkpoint"]) if not _missing(row.get("checkpoint")) else str(row["model"])
     return name if _missing(precision) or not precision else f"{name} ({precision})"
 
 

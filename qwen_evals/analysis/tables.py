@@ -1,8 +1,12 @@
-"""The leaderboard's tables as DataFrames: models x tasks, precision (quantization), categories.
+"""The leaderboard's tables as DataFrames: checkpoints x tasks, precision (quantization), categories.
 
-Columns are the metrics each run's task declared for comparison (its headline,
-and any marked `compared`), in points with the 95% CI; a lower-is-better
-metric is marked with a down arrow in its column label.
+Rows are checkpoints (label and weights fingerprint) at a precision; columns are
+the metrics each run's task declared for comparison (its headline, and any marked
+`compared`), in points with the 95% CI, each with the run's sample count `n`; a
+lower-is-better metric is marked with a down arrow in its column label. A cell
+shows the latest complete run (a partial one only when there is none, marked
+"partial"); repeats of the same measurement (same checkpoint, settings, data and
+prompts) add their mean, standard deviation and count.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pandas as pd
 from qwen_evals.analysis.card import Card
 from qwen_evals.analysis.compare import compare_pair
 from qwen_evals.analysis.results import (
+    SETTING_FIELDS,
     TASK_LABELS,
     identity,
     latest,
@@ -25,7 +30,7 @@ from qwen_evals.analysis.results import (
 )
 from qwen_evals.core.errors import EvalError
 
-ROW_FIELDS = ["model", "model_revision", "precision"]
+ROW_FIELDS = ["checkpoint", "precision"]
 
 
 @dataclass(frozen=True)
@@ -69,36 +74,52 @@ def task_columns(current: pd.DataFrame) -> list[Column]:
 
 
 def _row_order(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(_p=frame["precision"].map(precision_rank)).sort_values(["model", "_p"]).drop(columns="_p")
+    ordered = frame.assign(_p=frame["precision"].map(precision_rank)).sort_values(["label", "checkpoint", "_p"])
+    return ordered.drop(columns="_p")
 
 
 def leaderboard(runs: pd.DataFrame, card: Card | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(numeric, display): models as rows, task columns in points; display cells read `54.2 ± 1.3`."""
+    """(numeric, display): checkpoints as rows, task columns in points with `<column> n`; display cells read
+    `54.2 ± 1.3`, `30.7 ± 8.8 (partial)`, or `54.2 ± 1.3; mean 54.0, sd 0.3 over 3 runs`."""
     current = latest(runs)
     columns = task_columns(current)
-    models = _row_order(current[ROW_FIELDS].drop_duplicates())
-    numeric, display = [], []
+    rows = _row_order(current[["label", *ROW_FIELDS]].drop_duplicates(ROW_FIELDS))
+    settings = runs.apply(lambda run: identity(run, SETTING_FIELDS), axis=1)
     keys = current.apply(lambda run: identity(run, ROW_FIELDS), axis=1)
-    for model in models.itertuples(index=False):
-        mine = current[keys == identity(model._asdict(), ROW_FIELDS)]
-        values, cells = dict(model._asdict()), {"model": model_label(model._asdict())}
+    numeric, display = [], []
+    for row in rows.to_dict(orient="records"):
+        mine = current[keys == identity(row, ROW_FIELDS)]
+        values = {"model": row["label"], "checkpoint": row["checkpoint"], "precision": row["precision"]}
+        cells = {"model": model_label(row)}
         for column in columns:
             hit = mine[mine.apply(column.selects, axis=1)]
-            if hit.empty:
-                values[column.label], cells[column.label] = math.nan, ""
-                continue
-            score, low, high = metric_points(hit.iloc[-1], column.metric)
-            values[column.label] = score
-            cells[column.label] = _cell(score, low, high)
+            run = hit.iloc[-1] if not hit.empty else None
+            repeats = runs.iloc[:0] if run is None else runs[settings == identity(run, SETTING_FIELDS)]
+            cell_values, cells[column.label], cells[f"{column.label} n"] = _column_cell(run, repeats, column.metric)
+            values.update({f"{column.label}{suffix}": v for suffix, v in cell_values.items()})
         numeric.append(values)
         display.append(cells)
     if card is not None:
         refs = {c.label: card.headline(c.task, c.protocol, c.split, c.metric) for c in columns}
         if any(v is not None for v in refs.values()):
-            numeric.append({"model": card.model, "model_revision": f"card {card.card_revision}", "precision": "bf16",
+            numeric.append({"model": card.model, "checkpoint": f"card {card.card_revision}", "precision": "bf16",
                             **{k: math.nan if v is None else v for k, v in refs.items()}})  # fmt: skip
             display.append({"model": card.name, **{k: "" if v is None else f"{v:.1f}" for k, v in refs.items()}})
     return pd.DataFrame(numeric), pd.DataFrame(display)
+
+
+def _column_cell(run: pd.Series | None, repeats: pd.DataFrame, metric: str) -> tuple[dict, str, str]:
+    """(numeric values by column suffix, display cell, display n) of one checkpoint on one column."""
+    if run is None:
+        return {"": math.nan, " n": math.nan, " partial": None, " runs": 0, " mean": math.nan, " sd": math.nan}, "", ""
+    score, low, high = metric_points(run, metric)
+    scores = pd.Series([metric_points(r, metric)[0] for _, r in repeats.iterrows()], dtype=float)
+    values = {"": score, " n": run["n_samples"], " partial": bool(run["partial"]), " runs": len(scores),
+              " mean": scores.mean(), " sd": scores.std(ddof=1)}  # fmt: skip
+    cell = _cell(score, low, high) + (" (partial)" if run["partial"] else "")
+    if len(scores) > 1:
+        cell += f"; mean {scores.mean():.1f}, sd {scores.std(ddof=1):.1f} over {len(scores)} runs"
+    return values, cell, "" if pd.isna(run["n_samples"]) else str(int(run["n_samples"]))
 
 
 def _cell(score: float, low: float, high: float) -> str:
@@ -122,7 +143,7 @@ def quantization(runs: pd.DataFrame, card: Card | None = None) -> pd.DataFrame:
     precision, blank where the card has no row at that precision.
     """
     current = latest(runs)
-    fields = ("model", "model_revision", "task", "protocol", "split", "metric")
+    fields = ("checkpoint", "task", "protocol", "split", "metric")
     keyed = current.assign(_key=current.apply(lambda run: identity(run, fields), axis=1))
     rows = []
     for _, same in keyed.groupby("_key", sort=True):
@@ -141,7 +162,7 @@ def quantization(runs: pd.DataFrame, card: Card | None = None) -> pd.DataFrame:
             entry = _card_quant(card, run, run["precision"])
             rows.append(
                 {
-                    "model": run["model"],
+                    "model": run["checkpoint"],
                     "task": task_label(run["task"]),
                     "protocol": run["protocol"],
                     "precision": run["precision"],

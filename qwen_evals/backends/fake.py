@@ -73,6 +73,13 @@ class FakeBackend:
     def identity(self) -> dict[str, Any]:
         return {"backend": "fake", "policy": self.policy}
 
+    def checkpoint(self) -> dict[str, Any]:
+        """No weights: the policy is the whole model."""
+        return {"path": None, "revision": None, "commit": None, "weights_sha256": None, "policy": self.policy}
+
+    def chat_template(self) -> dict[str, Any]:
+        return {"format": None, "sha256": None, "system_prompt": None}
+
     def one_at_a_time(self) -> AbstractContextManager[None]:
         return nullcontext()  # a fake answers the same at any batch size
 

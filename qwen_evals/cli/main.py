@@ -3,7 +3,8 @@
     qwen-evals run [HYDRA OVERRIDES ...]        evaluate (the same as python run_eval.py)
     qwen-evals leaderboard [RESULTS_DIR ...]    tables, card parity and the HTML report
     qwen-evals compare RUN_A RUN_B              paired per-task comparison
-    qwen-evals gate BASELINE_DIR CANDIDATE_DIR  the nightly gate (exit 1 when significantly worse)
+    qwen-evals gate [BASELINE_DIR] CANDIDATE_DIR  the nightly gate (exit 1: worse, incomplete, partial or another exam)
+    qwen-evals matrix [OVERRIDES ...]           the runs a sweep is expected to produce (JSON, for the gate)
     qwen-evals convert qwen1 SRC DST            a Qwen (v1) checkpoint as native Qwen2
 
 Each subcommand takes the arguments of its module's own command line; `--help`
@@ -44,6 +45,12 @@ def _gate(argv: list[str]) -> int:
     return gate.main(argv)
 
 
+def _matrix(argv: list[str]) -> int:
+    from qwen_evals.cli import matrix
+
+    return matrix.main(argv)
+
+
 def _convert(argv: list[str]) -> int:
     from qwen_evals.backends.qwen1 import cli
 
@@ -55,6 +62,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "leaderboard": _leaderboard,
     "compare": _compare,
     "gate": _gate,
+    "matrix": _matrix,
     "convert": _convert,
 }
 

@@ -11,13 +11,24 @@ from qwen_evals.core.errors import EvalError
 
 
 def benchmark_dir(data_dir: str | None, benchmark: str) -> str | None:
-    """`<data_dir>/<benchmark>` when that folder exists, else `data_dir` itself (None: use the hub)."""
-    if data_dir is None:
+    """`<data_dir>/<benchmark>` when that folder exists, else `data_dir` itself (None or "": use the hub).
+
+    A data_dir one level too high (its `<x>/<benchmark>` exists, its `<benchmark>` not) is an error that says so.
+    """
+    if not data_dir:  # an unset environment variable reads as ""
         return None
     root = Path(data_dir)
     if not root.is_dir():
         raise EvalError(f"data_dir={data_dir!r} is not a directory")
-    return str(root / benchmark) if (root / benchmark).is_dir() else str(root)
+    if (root / benchmark).is_dir():
+        return str(root / benchmark)
+    deeper = sorted(path for path in root.glob(f"*/{benchmark}") if path.is_dir())
+    if deeper:
+        raise EvalError(
+            f"data_dir={data_dir!r}: the {benchmark}/ folder was not found under data_dir, but {deeper[0]} "
+            f"exists: set data_dir={deeper[0].parent}"
+        )
+    return str(root)
 
 
 def package_dir(package: str) -> str:

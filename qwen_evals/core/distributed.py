@@ -15,17 +15,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.fingerprint import json_sha256
+
 
 def rank_and_world() -> tuple[int, int]:
     """This process's rank and the number of processes, from the launcher's environment."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def gather_to_rank0(rows: list[Any]) -> list[Any] | None:
+def gather_to_rank0(rows: list[Any], fingerprint: str) -> list[Any] | None:
     """All ranks' rows on rank 0 (flattened, rank order), None on the others.
 
     Uses a gloo process group: it moves Python objects between CPU processes and
-    works the same on GPU and CPU machines.
+    works the same on GPU and CPU machines. Every rank must have asked the same
+    exam (equal `fingerprint`), or rank 0 refuses to merge.
     """
     import torch.distributed as dist
 
@@ -33,27 +37,55 @@ def gather_to_rank0(rows: list[Any]) -> list[Any] | None:
         dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     gathered: list[Any] | None = [None] * world if rank == 0 else None
-    dist.gather_object(rows, gathered, dst=0)
+    dist.gather_object((fingerprint, rows), gathered, dst=0)
     dist.barrier()
     if rank != 0:
         return None
-    return [row for part in gathered for row in part]
+    differ = sorted(r for r, (theirs, _) in enumerate(gathered) if theirs != fingerprint)
+    if differ:
+        raise EvalError(f"ranks {differ} asked a different exam than rank 0 (other data or settings); nothing merged")
+    return [row for _, part in gathered for row in part]
 
 
 class FileShards:
-    """Rows of separate jobs, exchanged through `folder/<index>-of-<count>.jsonl`."""
+    """Rows of separate jobs, exchanged through `folder/<index>-of-<count>.jsonl`.
 
-    def __init__(self, folder: Path, index: int, count: int) -> None:
+    A shard file's first line says which run wrote it (`run_id`) and what it
+    computed (`fingerprint`: the run's settings, code and model, and the exam it
+    asked). Only files with this job's fingerprint are merged; files left in the
+    folder by an earlier run of other settings are stale and ignored (the job of
+    that index replaces them).
+    """
+
+    def __init__(self, folder: Path, index: int, count: int, run_id: str, setup: str) -> None:
         self.folder, self.index, self.count = folder, index, count
+        self.run_id, self.setup = run_id, setup
+        self.merged: list[dict[str, Any]] = []
+        """Which run wrote each merged shard, once the set is complete (for the run record)."""
 
-    def gather(self, rows: list[Any]) -> list[Any] | None:
-        """Store this shard's rows; all rows once every shard has finished, else None."""
+    def gather(self, rows: list[Any], fingerprint: str) -> list[Any] | None:
+        """Store this shard's rows; all rows once every shard of this run has finished, else None."""
+        key = json_sha256([self.setup, fingerprint])
         self.folder.mkdir(parents=True, exist_ok=True)
+        header = {"run_id": self.run_id, "fingerprint": key, "index": self.index, "count": self.count}
         final = self.folder / f"{self.index}-of-{self.count}.jsonl"
         partial = final.with_suffix(f".tmp{os.getpid()}")
-        partial.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+        lines = [header, *rows]
+        partial.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in lines), encoding="utf-8")
         partial.replace(final)  # a shard file exists only once complete
-        paths = [self.folder / f"{i}-of-{self.count}.jsonl" for i in range(self.count)]
-        if not all(p.exists() for p in paths):
+        shards = [self._read(self.folder / f"{i}-of-{self.count}.jsonl", key) for i in range(self.count)]
+        if any(shard is None for shard in shards):
             return None
-        return [json.loads(line) for p in paths for line in p.read_text(encoding="utf-8").splitlines()]
+        self.merged = [{"index": i, "run_id": head["run_id"]} for i, (head, _) in enumerate(shards)]
+        return [row for _, part in shards for row in part]
+
+    @staticmethod
+    def _read(path: Path, key: str) -> tuple[dict[str, Any], list[Any]] | None:
+        """(header, rows) of a finished shard of this run; None when missing or stale."""
+        if not path.exists():
+            return None
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0]) if lines else {}
+        if not isinstance(header, dict) or header.get("fingerprint") != key:
+            return None
+        return header, [json.loads(line) for line in lines[1:]]

@@ -14,15 +14,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from qwen_evals.core.errors import EvalError
+
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str, exclusive: bool = False) -> None:
+    """Write `text` to a temporary file and move it into place; `exclusive`: never replace an existing file."""
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w", encoding="utf-8") as file:
         file.write(text)
-    os.replace(tmp, path)
+    if not exclusive:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails when `path` exists, atomically (a rename would replace it)
+    except FileExistsError:
+        raise EvalError(f"{path} appeared while this run was writing (another run finished into the same folder)") from None
+    finally:
+        os.unlink(tmp)
 
 
 def plain(value: Any) -> Any:
@@ -38,8 +49,8 @@ def plain(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, json.dumps(plain(value), ensure_ascii=False, indent=2) + "\n")
+def write_json(path: Path, value: Any, exclusive: bool = False) -> None:
+    atomic_write(path, json.dumps(plain(value), ensure_ascii=False, indent=2) + "\n", exclusive)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

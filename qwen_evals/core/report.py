@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -13,8 +13,8 @@ import pandas as pd
 from qwen_evals.core import stats
 from qwen_evals.core.backend import Backend
 from qwen_evals.core.metrics import headline, measure_all
-from qwen_evals.core.provenance import git_commit, package_versions
 from qwen_evals.core.record import SAMPLES_FILE, SUMMARY_FILE, write_json, write_jsonl
+from qwen_evals.core.run_record import SCHEMA_VERSION, RunContext, refuse_finished, run_block
 from qwen_evals.core.task import Task
 
 
@@ -24,7 +24,11 @@ class Report:
     backend: Backend
     records: pd.DataFrame
     wall_seconds: float
-    data_fingerprint: str
+    fingerprints: dict[str, str]
+    """What was asked, by facet (`core/request_fingerprints.py`)."""
+    generation: list[dict[str, Any]]
+    """The distinct generation settings of the requests."""
+    limit: int | None = None
     batch_invariance: dict[str, Any] | None = None
 
     @cached_property
@@ -46,12 +50,15 @@ class Report:
             body["batch_invariance"] = self.batch_invariance
         return body
 
-    def to_summary(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    def to_summary(self, config: dict[str, Any] | None = None, context: RunContext | None = None) -> dict[str, Any]:
         model = self.backend.describe()
         precision = self.backend.precision
         return {
+            "schema_version": SCHEMA_VERSION,
+            "run": run_block(context or RunContext(), self.task, self.backend, self.limit, self.generation),
             "task": self.task.name,
             **self.task.describe(),
+            "decoding": asdict(self.task.decoding) if self.task.spec.kind == "generate" else None,
             "model": self.backend.name,
             "model_revision": model.get("revision"),
             "precision": precision.name if precision else None,
@@ -62,20 +69,24 @@ class Report:
             "tokens_per_second": model.get("tokens_per_second"),
             "memory": model.get("memory"),  # weights and peak memory (backends/memory.py); None where not measured
             "backend": model,
-            "data_fingerprint": self.data_fingerprint,
+            "data_fingerprint": self.fingerprints["exam"],
+            "fingerprints": self.fingerprints,
             "config": config or {},
-            "versions": package_versions(),
-            "git_commit": git_commit(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def save(self, out_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write samples, task artifacts, then summary.json last: a summary means a complete run."""
+    def save(self, out_dir: Path, config: dict[str, Any] | None = None, context: RunContext | None = None) -> dict[str, Any]:
+        """Write samples, task artifacts, then summary.json last: a summary means a complete run.
+
+        A folder that already holds a finished run is refused, before and while writing
+        (another job may have finished into it meanwhile): a run never replaces another.
+        """
+        refuse_finished(out_dir, SUMMARY_FILE)
         out_dir.mkdir(parents=True, exist_ok=True)
+        summary = self.to_summary(config, context)
         write_jsonl(out_dir / SAMPLES_FILE, self.records.to_dict(orient="records"))
-        summary = self.to_summary(config)
         summary["artifacts"] = self.task.write_artifacts(self.records, out_dir)
-        write_json(out_dir / SUMMARY_FILE, summary)
+        write_json(out_dir / SUMMARY_FILE, summary, exclusive=True)
         return summary
 
     def table(self) -> pd.DataFrame:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +13,7 @@ from qwen_evals.core.distributed import gather_to_rank0
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.record import plain
 from qwen_evals.core.report import Report
+from qwen_evals.core.request_fingerprints import generation_settings, request_fingerprints
 from qwen_evals.core.task import Task
 from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, Output, Request
 
@@ -30,6 +29,12 @@ GENERATION_FACTS = {
 """samples.jsonl column -> `Generation` field, recorded for every generated sample."""
 
 
+def check_limit(limit: Any) -> None:
+    """`limit` is a positive whole number of samples (per subject for the exams), or None for all."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise EvalError(f"limit={limit!r}: give a positive whole number of samples (per subject), or null for all")
+
+
 def evaluate(
     task: Task,
     backend: Backend,
@@ -37,7 +42,7 @@ def evaluate(
     limit: int | None = None,
     canary: int = 0,
     shard: tuple[int, int] = (0, 1),
-    gather: Callable[[list[Any]], list[Any] | None] = gather_to_rank0,
+    gather: Callable[[list[Any], str], list[Any] | None] = gather_to_rank0,
 ) -> Report | None:
     """Load, request, score and summarize one task on one backend.
 
@@ -45,9 +50,11 @@ def evaluate(
     reports any sample whose result changed: batching, padding and sorting must
     never change an answer, and this is how a run shows that they did not.
     `shard=(index, count)` with count > 1 runs this process's share of the
-    samples; `gather` collects every share's rows (see qwen_evals.core.distributed) and
-    the process that gets them returns the report, the others None.
+    samples; `gather(rows, exam fingerprint)` collects every share's rows (see
+    qwen_evals.core.distributed) and the process that gets them returns the
+    report, the others None.
     """
+    check_limit(limit)
     start = time.perf_counter()
     model = backend.model_tokenizer()
     if model is not None:  # tasks that count tokens (VCSUM truncation, ReAct Rouge-L) get the model's tokenizer
@@ -56,6 +63,7 @@ def evaluate(
     if not samples:
         raise EvalError(f"{task.name}: no samples to evaluate")
     per_sample = [task.requests(s) for s in samples]
+    fingerprints = request_fingerprints(samples, per_sample)
     rank, world = shard
     mine = list(range(rank, len(samples), world))
     results = _run_all(backend, [per_sample[i] for i in mine])
@@ -66,7 +74,7 @@ def evaluate(
         for i, row, result in zip(mine, scored, results)
     ]
     if world > 1:
-        gathered = gather(plain([(i, row) for i, row in zip(mine, rows)]))
+        gathered = gather(plain([(i, row) for i, row in zip(mine, rows)]), fingerprints["exam"])
         if gathered is None:
             return None
         rows = [row for _, row in sorted(gathered, key=lambda pair: pair[0])]
@@ -82,7 +90,9 @@ def evaluate(
         backend=backend,
         records=records,
         wall_seconds=time.perf_counter() - start,
-        data_fingerprint=_fingerprint(samples, per_sample),
+        fingerprints=fingerprints,
+        generation=generation_settings(per_sample),
+        limit=limit,
         batch_invariance=canary_check,
     )
 
@@ -136,11 +146,3 @@ def _prompt_record(requests: list[Request]) -> Any:
     """The prompt once when all requests of a sample share it (multiple choice), else each."""
     prompts = [r.prompt for r in requests]
     return prompts[0] if all(p == prompts[0] for p in prompts) else prompts
-
-
-def _fingerprint(samples: list, per_sample: list[list[Request]]) -> str:
-    """sha256 over ids, targets and requests: equal fingerprints mean the same exam was asked."""
-    digest = hashlib.sha256()
-    for sample, requests in zip(samples, per_sample):
-        digest.update(json.dumps([sample.id, sample.target, [repr(r) for r in requests]], ensure_ascii=False).encode())
-    return digest.hexdigest()

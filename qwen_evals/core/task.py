@@ -15,15 +15,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
 
 from qwen_evals.core.errors import EvalError
+from qwen_evals.core.hub import HubResource
 from qwen_evals.core.metrics import Metric
-from qwen_evals.core.types import Extraction, Generate, LogLikelihood, ModelTokenizer, Output, Request, Sample
+from qwen_evals.core.types import (
+    GREEDY,
+    Decoding,
+    Extraction,
+    Generate,
+    LogLikelihood,
+    ModelTokenizer,
+    Output,
+    Request,
+    Sample,
+)
 
 REQUEST_KINDS = {"generate": Generate, "loglikelihood": LogLikelihood}
 
@@ -42,6 +53,9 @@ class EvalProtocol:
         prepare: (task, samples) -> None: reads what the protocol needs besides the samples
             (few-shot exemplars, prompt files), so that a missing or malformed file fails
             when the task loads, before any model work.
+        decoding: how its generate requests choose tokens; `Task.requests` puts it on every
+            one, and backends apply exactly it whatever the checkpoint's generation config
+            says. Qwen's evaluation scripts decode greedily with repetition_penalty 1.0.
     """
 
     name: str
@@ -50,6 +64,7 @@ class EvalProtocol:
     read: Callable[[Any, Sample, list[Output]], Extraction] | None = None
     description: str = ""
     prepare: Callable[[Any, list[Sample]], None] | None = None
+    decoding: Decoding = GREEDY
 
     def __post_init__(self) -> None:
         if self.kind not in REQUEST_KINDS:
@@ -90,13 +105,19 @@ class Task(ABC):
     def read_samples(self, limit: int | None = None) -> list[Sample]:
         """The samples of the configured split (`limit`: first N per subject)."""
 
+    @property
+    def decoding(self) -> Decoding:
+        """How this run's generate requests decode: the protocol's settings (a task whose
+        options choose sampling, such as HumanEval's pass@k, overrides this)."""
+        return self.spec.decoding
+
     def requests(self, sample: Sample) -> list[Request]:
-        """The model calls one sample needs, all of the protocol's kind."""
+        """The model calls one sample needs, all of the protocol's kind, generate requests with `decoding`."""
         built = self.spec.build(self, sample)
         kind = REQUEST_KINDS[self.spec.kind]
         if not built or not all(isinstance(r, kind) for r in built):
             raise TypeError(f"{self.name} protocol {self.protocol} must build {self.spec.kind} requests, got {built!r}")
-        return built
+        return [replace(r, decoding=self.decoding) if isinstance(r, Generate) else r for r in built]
 
     def read(self, sample: Sample, outputs: list[Output]) -> Extraction:
         """The protocol's reading of a sample's outputs."""
@@ -123,6 +144,17 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         """Task settings recorded in summary.json."""
         return {"protocol": self.protocol}
+
+    def hub_resources(self) -> list[HubResource]:
+        """What `load()` would fetch from the hub with these settings (checked before any work)."""
+        return []
+
+    def restrictions(self) -> dict[str, Any]:
+        """Settings that leave out part of the benchmark besides `limit` (e.g. chosen subjects); {} when none.
+
+        A run with any is partial: its record says so and the leaderboard keeps it off card parity.
+        """
+        return {}
 
     def bind_model(self, model: ModelTokenizer) -> None:  # noqa: B027 - optional hook, a no-op by default
         """The evaluated model's tokenizer, for tasks that count or compare tokens (default: unused)."""

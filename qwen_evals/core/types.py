@@ -61,6 +61,8 @@ GREEDY = Decoding()
 class Generate:
     """Continue `prompt` until a stop string, an end-of-turn token or `max_new_tokens`.
 
+    `decoding` is the protocol's: `Task.requests` sets it from `EvalProtocol.decoding`
+    (the greedy default only serves code that calls a backend directly).
     `reference` is the output a perfect model would give; only the fake backend
     reads it (oracle dry runs and tests).
     """

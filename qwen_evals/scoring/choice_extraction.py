@@ -105,25 +105,44 @@ def _longest_first(options: Mapping[str, str]) -> list[tuple[str, str]]:
     return sorted(sorted(options.items()), key=lambda item: len(item[1]), reverse=True)
 
 
-def _replaceable(option_text: str) -> bool:
+def _replaceable(option_text: str, single_letters: bool = False) -> bool:
     """Whether an option text may be rewritten as its letter.
 
     Deliberate deviation from Qwen's scripts, which rewrite every option: an
     empty text would put the letter between every two characters, and a text
     that is a single Latin letter ("c" for the speed of light, "C" for a
     capacitance, "B" in a logic question) rewrites the answer letter itself, so
-    a correct "C" is read as another option. Three MMLU test questions are
-    affected (college_physics/71, electrical_engineering/115, formal_logic/50),
-    none in C-Eval.
+    a correct "C" is read as another option. `single_letters=True` rewrites those
+    too, as Qwen's script does (MMLU `task.option_rewrite=qwen`).
+
+    Counted on the MMLU test files (14,042 questions): 39 have an option that is
+    one ASCII letter (after stripping spaces): abstract_algebra/16, /91;
+    college_chemistry/70, /95; college_computer_science/11; college_mathematics/19,
+    /80, /94; college_physics/25, /71, /78; conceptual_physics/155;
+    electrical_engineering/115, /138; formal_logic/9, /50, /51; high_school_biology/54;
+    high_school_chemistry/4, /182, /184; high_school_computer_science/65, /83, /97;
+    high_school_mathematics/29, /215, /239; high_school_physics/30, /47, /54, /73,
+    /117, /143; high_school_psychology/25; miscellaneous/302, /358, /621, /677;
+    professional_medicine/169 (0-based data rows). On 7 of them the two rules read
+    at least one of the replies "The answer is A." .. "The answer is D." differently
+    (9 replies in all): college_chemistry/70 (B: Qwen A), college_physics/25 (B: Qwen D),
+    college_physics/71 (C: Qwen B), electrical_engineering/115 (C: Qwen D, the reply
+    becoming "The answeB is D."), formal_logic/50 (B: Qwen C),
+    high_school_computer_science/65 (A, B and C: Qwen D, through the chain a->B->C->D
+    and "The Dnswer is D.") and high_school_physics/47 (D: Qwen C). For the gold
+    letter only 3 differ: college_physics/71, electrical_engineering/115 and
+    formal_logic/50, where Qwen's rule marks a correct reply wrong. None in C-Eval.
     """
-    return bool(option_text) and not (len(option_text) == 1 and option_text.isascii() and option_text.isalpha())
+    if not option_text:
+        return False
+    return single_letters or not (len(option_text) == 1 and option_text.isascii() and option_text.isalpha())
 
 
-def _letters_for_options_en(response: str, options: Mapping[str, str]) -> str:
+def _letters_for_options_en(response: str, options: Mapping[str, str], single_letters: bool = False) -> str:
     """Replace each option text quoted in the reply (any case, final "." dropped) by its letter."""
     for letter, text in _longest_first(options):
         body = text.rstrip(".")
-        if _replaceable(body):
+        if _replaceable(body, single_letters):
             response = re.sub(re.escape(body), letter, response, flags=re.IGNORECASE)
     return response
 
@@ -166,11 +185,16 @@ def _run_cascade(text: str, cascade: Cascade, options: Mapping[str, str]) -> Ext
     return _closest_option(text, options)
 
 
-def extract_choice_en(response: str, options: Mapping[str, str]) -> Extraction:
-    """MMLU chat 0-shot: the letter Qwen's evaluate_chat_mmlu.py reads from `response`."""
+def extract_choice_en(response: str, options: Mapping[str, str], *, rewrite_single_letters: bool = False) -> Extraction:
+    """MMLU chat 0-shot: the letter Qwen's evaluate_chat_mmlu.py reads from `response`.
+
+    `rewrite_single_letters`: rewrite one-letter option texts too, as Qwen's script
+    does (see `_replaceable` for the questions where this changes the reading).
+    """
     if not response.strip():
         return UNPARSED
-    return _run_cascade(_letters_for_options_en(response, options), EN_CASCADE, options)
+    rewritten = _letters_for_options_en(response, options, rewrite_single_letters)
+    return _run_cascade(rewritten, EN_CASCADE, options)
 
 
 def extract_choice_zh(response: str, question: str, options: Mapping[str, str]) -> Extraction:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from qwen_evals.core.datafiles import read_rows
+from qwen_evals.core.datafiles import read_json, read_rows
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.hub import load_hub_dataset
 from qwen_evals.core.metrics import Metric
@@ -98,12 +98,7 @@ CHAT_5SHOT_TURN = "以下是中国关于{subject}考试的单项选择题，请�
 
 def read_subject_mapping(path: Path) -> dict[str, tuple[str, str]]:
     """subject -> (Chinese name, category) from the benchmark's subject_mapping.json."""
-    if not path.is_file():
-        raise EvalError(f"Missing data file: {path}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise EvalError(f"{path}: not valid JSON ({error})") from error
+    raw = read_json(path)
     mapping = {}
     for subject, entry in raw.items():
         if not (isinstance(entry, list) and len(entry) == 3 and entry[2] in CATEGORIES):
@@ -116,6 +111,8 @@ class CEval(MultipleChoiceExam):
     name = "ceval"
     splits = ("dev", "val", "test")
     averaging = "macro"
+    hub_id = HUB_ID
+    local_data = "data_dir=<dir with C-Eval csv files>"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         data_dir = kwargs.get("data_dir")
@@ -131,7 +128,7 @@ class CEval(MultipleChoiceExam):
     def read_questions(self, split: str, subject: str) -> list[Question]:
         columns = ["id", "question", *LETTERS] + (["answer"] if split != "test" else [])
         if self.data_dir is None:
-            rows = load_hub_dataset(HUB_ID, subject, split, self.revision, "data_dir=<dir with C-Eval csv files>")
+            rows = load_hub_dataset(HUB_ID, subject, split, self.revision, self.local_data)
             rows = [{c: str(row[c]) for c in columns} for row in rows]
         else:
             path = self.data_dir / split / f"{subject}_{split}.csv"

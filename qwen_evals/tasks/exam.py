@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from qwen_evals.core.errors import EvalError
+from qwen_evals.core.hub import HubResource
 from qwen_evals.core.metrics import Metric, macro_mean_stderr, mean_stderr
 from qwen_evals.core.task import EvalProtocol, Task, protocol_table
 from qwen_evals.core.types import (
@@ -67,6 +68,9 @@ class MultipleChoiceExam(Task):
     averaging: ClassVar[str]
     """"micro" (over questions) or "macro" (over subjects), as the card computes it."""
     n_shots: ClassVar[int] = 5
+    hub_id: ClassVar[str]
+    local_data: ClassVar[str]
+    """The override that points at local files instead of the hub dataset `hub_id`."""
 
     def __init__(
         self,
@@ -123,6 +127,12 @@ class MultipleChoiceExam(Task):
     def chat_5shot_answer(self, letter: str) -> str: ...
 
     # ---- the Task contract ---------------------------------------------------------
+
+    def hub_resources(self) -> list[HubResource]:
+        return [] if self.data_dir else [HubResource("dataset", self.hub_id, self.local_data)]
+
+    def restrictions(self) -> dict[str, Any]:
+        return {} if self.subjects == self.all_subjects() else {"subjects": list(self.subjects)}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -39,9 +39,9 @@ from typing import Any
 
 import pandas as pd
 
-from qwen_evals.core.datafiles import read_jsonl
+from qwen_evals.core.datafiles import read_jsonl, read_text
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.hub import load_hub_dataset
+from qwen_evals.core.hub import HubResource, load_hub_dataset
 from qwen_evals.core.metrics import Metric
 from qwen_evals.core.task import EvalProtocol, Task, protocol_table
 from qwen_evals.core.types import Generate, Message, Output, Request, Sample
@@ -55,6 +55,7 @@ from qwen_evals.scoring.numbers import (
 )
 
 HUB_ID = "openai/gsm8k"
+LOCAL_DATA = "data_dir=<dir with GSM8K test.jsonl>"
 HUB_CONFIG = "main"
 PROMPT_FILE = "gsm8k_prompt.txt"
 SPLITS = ("test", "train")
@@ -158,6 +159,9 @@ class GSM8K(Task):
         self.revision = revision
         self.max_new_tokens = max_new_tokens
 
+    def hub_resources(self) -> list[HubResource]:
+        return [] if self.data_dir else [HubResource("dataset", HUB_ID, LOCAL_DATA)]
+
     def describe(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol,
@@ -173,7 +177,7 @@ class GSM8K(Task):
             path = self.data_dir / f"{split}.jsonl"
             rows: Iterable[tuple[str, dict[str, Any]]] = read_jsonl(path)
         else:
-            data = load_hub_dataset(HUB_ID, HUB_CONFIG, split, self.revision, "data_dir=<dir with GSM8K test.jsonl>")
+            data = load_hub_dataset(HUB_ID, HUB_CONFIG, split, self.revision, LOCAL_DATA)
             rows = ((f"{HUB_ID} {split} row {n}", dict(row)) for n, row in enumerate(data, start=1))
         return [parse_problem(i, row, where) for i, (where, row) in enumerate(rows)]
 
@@ -181,10 +185,7 @@ class GSM8K(Task):
     def prompt_file(self) -> str:
         """Qwen's 8-shot prompt: the staged file, or the same text rebuilt from the train split."""
         if self.data_dir is not None:
-            path = self.data_dir / PROMPT_FILE
-            if not path.is_file():
-                raise EvalError(f"Missing data file: {path} (the {self.protocol} protocol needs it)")
-            return path.read_text(encoding="utf-8")
+            return read_text(self.data_dir / PROMPT_FILE, f"the {self.protocol} protocol needs it")
         return build_prompt_file(self.read_split("train"))
 
     @cached_property

@@ -10,14 +10,28 @@ Protocols follow ../shared/docs/protocols.md (HumanEval section):
   fence; (2) else the lines after a bare `def <entry_point>(...):` up to the first
   non-indented line; (3) else the same after any `def`; (4) else the whole reply
   indented by four spaces.
+- `chat_0shot_humanevalpack`: the same script as Qwen's repository has it since
+  fc57dea2 (2023-09-25, the v1.1 release; unchanged at HEAD 2df8e8ac): "Write a Python
+  function `<signature>` to solve the following problem:", the docstring's lines
+  stripped of their indentation, then the problem's prompt (`humanevalpack_prompt`).
+  The signature is everything after `def ` up to the colon ending the entry point's
+  `def` line; the description is the prompt's *first* triple-quoted string, which for
+  HumanEval/10, /32, /38, /50 (a helper's docstring) and /64 (a module-level `FIX`)
+  is not the entry point's, as in Qwen's runs. Same reading as `chat_0shot`.
 - `base_0shot`: plain completion of the prompt (eval/evaluate_humaneval.py), cut at
   the next top-level statement.
+
+Decoding is the protocol's (greedy, repetition_penalty 1.0, as Qwen's scripts); with
+`n_samples` > 1 each completion is sampled at `temperature` (no top-p / top-k).
 
 Scoring is OpenAI human-eval's: the program prompt + completion + test +
 `check(entry_point)` must run to its end; it runs in `qwen_evals.scoring.sandbox` (fresh
 interpreter, limits, no network) with human-eval's 3 s timeout. pass@k uses the
 unbiased estimator (`qwen_evals.scoring.pass_at_k`) over `n_samples` completions per
 problem; the default is one greedy completion, i.e. pass@1 = fraction passed.
+A program the sandbox failed to run (`infra_error`: not started, or never reached)
+is no model failure: its problem is left out of pass@k and accuracy and counted in
+`results`, and a run where more than 1% of the programs hit it fails.
 
 Running model-written code must be switched on: `allow_code_execution=true`
 (the preset does so and every run logs a one-line warning).
@@ -46,17 +60,20 @@ import pandas as pd
 
 from qwen_evals.core.datafiles import read_jsonl
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.hub import load_hub_dataset
+from qwen_evals.core.hub import HubResource, load_hub_dataset
 from qwen_evals.core.metrics import Metric
 from qwen_evals.core.task import EvalProtocol, Task, protocol_table
 from qwen_evals.core.types import Decoding, Extraction, Generate, Output, Request, Sample
 from qwen_evals.scoring.pass_at_k import pass_at_k
-from qwen_evals.scoring.sandbox import ExecResult, Sandbox
+from qwen_evals.scoring.sandbox import ExecResult, Sandbox, check_infra_errors
 
 HUB_ID = "openai/openai_humaneval"
+LOCAL_DATA = "data_dir=<dir with HumanEval.jsonl.gz>"
 DATA_FILES = ("HumanEval.jsonl.gz", "HumanEval.jsonl")
 FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 CHAT_INSTRUCTION = "Help me fill the following code.\n"
+PACK_INSTRUCTION = "Write a Python function `{signature}` to solve the following problem:\n{description}\n"
+DOCSTRING = re.compile(r"(?:\"{3}|'{3})(.*?)(?:\"{3}|'{3})", re.DOTALL)
 BASE_STOP = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\nassert ", "\n#", "\n```")
 FENCED_BLOCK = re.compile(r"```[^\n]*\n(.*?)\n```", re.DOTALL)
 
@@ -178,13 +195,20 @@ class HumanEval(Task):
         self.revision = revision
         self.n_samples = n_samples
         self.temperature = float(temperature)
-        self.decoding = Decoding(temperature=self.temperature)  # greedy at 0, else plain sampling (no top-p / top-k)
         self.ks = sorted({1, *(k for k in pass_at_k if 1 <= k <= n_samples)})
         self.max_new_tokens = max_new_tokens
         self.sandbox = sandbox or Sandbox()
         log.warning(
             "humaneval: task.allow_code_execution=true, model-written code will run in the sandbox of qwen_evals/scoring/sandbox"
         )
+
+    def hub_resources(self) -> list[HubResource]:
+        return [] if self._data_file() else [HubResource("dataset", HUB_ID, LOCAL_DATA)]
+
+    @property
+    def decoding(self) -> Decoding:
+        """The protocol's (greedy) for one completion per problem; sampling at `temperature` for pass@k."""
+        return Decoding(temperature=self.temperature) if self.temperature > 0 else self.spec.decoding
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -221,7 +245,7 @@ class HumanEval(Task):
         if path is not None:
             problems = [parse_problem(row, where) for where, row in read_jsonl(path)]
         else:
-            rows = load_hub_dataset(HUB_ID, None, "test", self.revision, "data_dir=<dir with HumanEval.jsonl.gz>")
+            rows = load_hub_dataset(HUB_ID, None, "test", self.revision, LOCAL_DATA)
             problems = [parse_problem(dict(row), f"{HUB_ID} test row {n}") for n, row in enumerate(rows, start=1)]
         seen = Counter(p.task_id for p in problems)
         duplicates = sorted(t for t, count in seen.items() if count > 1)
@@ -235,9 +259,13 @@ class HumanEval(Task):
     # ---- the Task contract -------------------------------------------------------
 
     def metrics(self) -> Sequence[Metric]:
+        ran = ("infra_errors", 0)  # problems whose every program the sandbox ran
         return (
-            *(Metric(f"pass@{k}", f"pass@{k}", headline=k == 1, description="unbiased pass@k") for k in self.ks),
-            Metric("accuracy", "correct", description="share of completions that pass (pass@1)"),
+            *(
+                Metric(f"pass@{k}", f"pass@{k}", subset=ran, headline=k == 1, description="unbiased pass@k")
+                for k in self.ks
+            ),
+            Metric("accuracy", "correct", subset=ran, description="share of completions that pass (pass@1)"),
             Metric("unparsed_rate", "unparsed", higher_is_better=False, description="share of empty completions"),
         )
 
@@ -250,7 +278,9 @@ class HumanEval(Task):
         programs = [
             program(s.metadata["problem"], e.answer or "") for s, found in zip(samples, extracted) for e in found
         ]
-        results = iter(self.sandbox.run_many(programs))
+        ran = self.sandbox.run_many(programs)
+        check_infra_errors(ran, self.name)
+        results = iter(ran)
         return [
             self._record(s.metadata["problem"], [str(o) for o in outs], found, [next(results) for _ in found])
             for s, outs, found in zip(samples, outputs, extracted)
@@ -258,6 +288,7 @@ class HumanEval(Task):
 
     def _record(self, p: Problem, outputs: list[str], found: list[Extraction], ran: list[ExecResult]) -> dict[str, Any]:
         n, c = len(ran), sum(r.passed for r in ran)
+        infra_errors = sum(r.reason == "infra_error" for r in ran)
 
         def field(values: list[Any]) -> Any:  # scalars for one sample per problem, else lists
             return values[0] if n == 1 else values
@@ -273,9 +304,10 @@ class HumanEval(Task):
             "result_detail": field([r.detail for r in ran]),
             "n_samples": n,
             "n_correct": c,
-            "correct": c / n,
+            "infra_errors": infra_errors,
+            "correct": None if infra_errors else c / n,
             "unparsed": sum(e.status == "unparsed" for e in found) / n,
-            **{f"pass@{k}": pass_at_k(n, c, k) for k in self.ks},
+            **{f"pass@{k}": None if infra_errors else pass_at_k(n, c, k) for k in self.ks},
         }
 
     def summarize(self, records: pd.DataFrame, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -290,16 +322,37 @@ class HumanEval(Task):
 # ---- the protocols -------------------------------------------------------------------
 
 
+def humanevalpack_prompt(problem: Problem) -> str:
+    """Qwen's current chat prompt: the signature and docstring text restated, then the problem's prompt."""
+    # Qwen's regexes: the signature ends at the colon that ends the entry point's def line;
+    # the description is the first triple-quoted string, every line stripped.
+    signature = re.search(rf"def\s+({re.escape(problem.entry_point)}.*?):\s*\n", problem.prompt)
+    docstring = DOCSTRING.search(problem.prompt)
+    if signature is None or docstring is None:
+        missing = f"no one-line `def {problem.entry_point}` signature" if signature is None else "no docstring"
+        raise EvalError(f"{problem.task_id}: the prompt has {missing}; protocol chat_0shot_humanevalpack restates both")
+    description = "\n".join(line.strip() for line in docstring.group(1).split("\n"))
+    return PACK_INSTRUCTION.format(signature=signature.group(1), description=description) + problem.prompt
+
+
+def _chat_requests(task: HumanEval, p: Problem, instruction: str) -> list[Request]:
+    prompt = [{"role": "user", "content": instruction}]
+    reference = f"```python\n{p.prompt}{p.canonical_solution}```"
+    return [Generate(prompt, task.max_new_tokens, reference=reference)] * task.n_samples
+
+
 def _chat_0shot(task: HumanEval, sample: Sample) -> list[Request]:
     p: Problem = sample.metadata["problem"]
-    prompt = [{"role": "user", "content": CHAT_INSTRUCTION + p.prompt}]
-    reference = f"```python\n{p.prompt}{p.canonical_solution}```"
-    return [Generate(prompt, task.max_new_tokens, (), task.decoding, reference)] * task.n_samples
+    return _chat_requests(task, p, CHAT_INSTRUCTION + p.prompt)
+
+
+def _chat_0shot_humanevalpack(task: HumanEval, sample: Sample) -> list[Request]:
+    return _chat_requests(task, sample.metadata["problem"], humanevalpack_prompt(sample.metadata["problem"]))
 
 
 def _base_0shot(task: HumanEval, sample: Sample) -> list[Request]:
     p: Problem = sample.metadata["problem"]
-    return [Generate(p.prompt, task.max_new_tokens, BASE_STOP, task.decoding, p.canonical_solution)] * task.n_samples
+    return [Generate(p.prompt, task.max_new_tokens, BASE_STOP, reference=p.canonical_solution)] * task.n_samples
 
 
 def _read_chat(task: HumanEval, sample: Sample, outputs: list[Output]) -> Extraction:
@@ -313,6 +366,9 @@ def _read_base(task: HumanEval, sample: Sample, outputs: list[Output]) -> Extrac
 HumanEval.protocols = protocol_table(
     EvalProtocol("chat_0shot", "generate", _chat_0shot, _read_chat,
                  "evaluate_chat_humaneval.py at the card: 'Help me fill the following code.'; card 24.4"),
+    EvalProtocol("chat_0shot_humanevalpack", "generate", _chat_0shot_humanevalpack, _read_chat,
+                 "evaluate_chat_humaneval.py since v1.1 (2023-09-25): 'Write a Python function `<signature>` "
+                 "to solve the following problem:' + docstring + prompt"),
     EvalProtocol("base_0shot", "generate", _base_0shot, _read_base,
                  "evaluate_humaneval.py: the prompt completed, cut at the next top-level statement"),
 )  # fmt: skip

@@ -6,6 +6,10 @@ Protocols follow ../shared/docs/protocols.md (MMLU section):
 - `chat_5shot`: OpenCompass `mmlu_gen_a484b3` (v1.1 card), dev rows as chat turns,
   first capital letter.
 - `base_5shot`: eval/evaluate_mmlu.py, next-token log-probs of " A".." D".
+`chat_0shot` reads one-letter option texts ("c", "B") as the suite does by default
+(not rewritten into letters; 39 test questions have one, 7 of them read differently, see
+qwen_evals/scoring/choice_extraction.py `_replaceable`); `option_rewrite=qwen` rewrites
+them as Qwen's script does, which reads every reply as that script would.
 Categories are the four groups of Qwen's script (STEM 19, Humanities 13, Other 13,
 Social Sciences 12). Known deviation: Qwen's base script keeps only the last 2047
 prompt tokens; the backend truncates to the model's own context length instead.
@@ -13,7 +17,10 @@ prompt tokens; the backend truncates to the model's own context length instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 from qwen_evals.core.datafiles import read_rows
+from qwen_evals.core.errors import EvalError
 from qwen_evals.core.hub import load_hub_dataset
 from qwen_evals.core.types import Extraction
 from qwen_evals.scoring.choice_extraction import extract_choice_en
@@ -53,6 +60,8 @@ CHAT_0SHOT_INSTRUCTION = (
 )
 CHAT_5SHOT_HINT = "There is a single choice question about {subject}. Answer the question by replying A, B, C or D."
 BASE_HEADER = "The following are multiple choice questions (with answers) about {subject}.\n\n"
+OPTION_REWRITES = ("suite", "qwen")
+"""How chat_0shot rewrites option texts quoted in a reply: one-letter texts left alone, or all (Qwen's script)."""
 
 
 def _words(subject: str) -> str:
@@ -63,6 +72,17 @@ class MMLU(MultipleChoiceExam):
     name = "mmlu"
     splits = ("dev", "val", "test")
     averaging = "micro"
+    hub_id = HUB_ID
+    local_data = "data_dir=<dir with MMLU csv files>"
+
+    def __init__(self, *args: Any, option_rewrite: str = "suite", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if option_rewrite not in OPTION_REWRITES:
+            raise EvalError(f"task.option_rewrite={option_rewrite!r} is not one of {list(OPTION_REWRITES)}")
+        self.option_rewrite = option_rewrite
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "option_rewrite": self.option_rewrite}
 
     def all_subjects(self) -> list[str]:
         return sorted(SUBJECT_CATEGORY)
@@ -82,7 +102,7 @@ class MMLU(MultipleChoiceExam):
         ]
 
     def _read_hub(self, split: str, subject: str) -> list[Question]:
-        rows = load_hub_dataset(HUB_ID, subject, HUB_SPLITS[split], self.revision, "data_dir=<dir with MMLU csv files>")
+        rows = load_hub_dataset(HUB_ID, subject, HUB_SPLITS[split], self.revision, self.local_data)
         return [
             Question(subject, str(i), row["question"], dict(zip(LETTERS, row["choices"])), LETTERS[row["answer"]])
             for i, row in enumerate(rows)
@@ -99,7 +119,7 @@ class MMLU(MultipleChoiceExam):
         return CHAT_0SHOT_INSTRUCTION + question.question + "\n" + options_block(question.options)
 
     def extract_chat_0shot(self, response: str, question: Question) -> Extraction:
-        return extract_choice_en(response, question.options)
+        return extract_choice_en(response, question.options, rewrite_single_letters=self.option_rewrite == "qwen")
 
     def chat_5shot_turn(self, question: Question, *, final: bool) -> str:
         hint = CHAT_5SHOT_HINT.format(subject=_words(question.subject))

@@ -50,7 +50,7 @@ import pandas as pd
 
 from qwen_evals.core.datafiles import read_jsonl
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.hub import load_hub_dataset
+from qwen_evals.core.hub import HubResource, load_hub_dataset
 from qwen_evals.core.metrics import Metric, mean_stderr
 from qwen_evals.core.task import EvalProtocol, Task, protocol_table
 from qwen_evals.core.types import Generate, Message, ModelTokenizer, Output, Request, Sample
@@ -58,6 +58,7 @@ from qwen_evals.scoring.rouge import rouge_l, rouge_l_longbench
 from qwen_evals.scoring.truncation import Cut, keep_head_and_tail
 
 HUB_ID = "THUDM/LongBench"
+LOCAL_DATA = "data_dir=<dir with VCSum's files>"
 HUB_SUBSET = "vcsum"
 SPLITS = ("test", "dev")
 PROMPT = "下面有一段会议记录，请你阅读后，写一段总结，总结会议的内容。\n会议记录：\n{context}\n\n会议总结："
@@ -192,6 +193,9 @@ class VCSUM(Task):
         self.model = model
         self._fits.clear()
 
+    def hub_resources(self) -> list[HubResource]:
+        return [] if self.data_dir else [HubResource("dataset", self.hub_id, LOCAL_DATA)]
+
     def describe(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol,
@@ -217,7 +221,7 @@ class VCSUM(Task):
     def read_meetings(self) -> list[Meeting]:
         if self.data_dir is not None:
             return read_release(self.data_dir, self.split)
-        rows = load_hub_dataset(self.hub_id, HUB_SUBSET, self.split, self.revision, "data_dir=<dir with VCSum's files>")
+        rows = load_hub_dataset(self.hub_id, HUB_SUBSET, self.split, self.revision, LOCAL_DATA)
         return [parse_hub_row(i, dict(row), f"{self.hub_id} {HUB_SUBSET} row {i + 1}") for i, row in enumerate(rows)]
 
     def read_samples(self, limit: int | None = None) -> list[Sample]:

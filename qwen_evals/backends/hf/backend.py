@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM
+from qwen_evals.backends.checkpoints import weights_identity
 from qwen_evals.backends.hf.batcher import Batcher
 from qwen_evals.backends.hf.compat import ModelCompat
 from qwen_evals.backends.hf.generation import Generator
@@ -28,7 +31,8 @@ from qwen_evals.backends.hf.loglikelihood import LogLikelihoodScorer
 from qwen_evals.backends.memory import MemoryMeter
 from qwen_evals.backends.precision import Precision
 from qwen_evals.backends.prompting import PromptEncoder
-from qwen_evals.backends.qwen1.cache import conversion_info, model_source
+from qwen_evals.backends.qwen1.cache import check_convertible, conversion_info, model_source, needs_download
+from qwen_evals.core.hub import HubResource
 from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, ModelTokenizer, Prompt
 
 
@@ -52,14 +56,17 @@ class HFBackend:
         reuse_prefix: bool = True,
         min_prefix_tokens: int = 32,
         generation_engine: str = "static",
-        system_prompt: str = QWEN_DEFAULT_SYSTEM,
+        system_prompt: str | None = QWEN_DEFAULT_SYSTEM,
         generation_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.path = path
+        self.revision = revision
         self.precision = precision
         self.memory = MemoryMeter(load_device(device_map))
         self.memory.loading()
+        self.generation_engine = generation_engine
+        self.gguf_file = gguf_file
         load_path, load_revision = model_source(
             path, revision, convert=convert, trust_remote_code=trust_remote_code, cache_dir=convert_cache_dir
         )
@@ -75,9 +82,10 @@ class HFBackend:
             cache_dir=convert_cache_dir,
         )
         self.memory.loaded()
-        if load_path != path:
-            origin = conversion_info(load_path)
-            self.load_info.update(converted_copy=load_path, revision=origin.get("commit") or revision)
+        self.load_path = load_path
+        self.origin = conversion_info(load_path) if load_path != path else {}
+        if self.origin:
+            self.load_info.update(converted_copy=load_path, revision=self.origin.get("commit") or revision)
         self.max_length = max_length or context_length(self.model, self.tokenizer)
         self.prompts = PromptEncoder(self.tokenizer, system_prompt, self.max_length)
         self.generation_kwargs = dict(generation_kwargs or {})
@@ -92,6 +100,23 @@ class HFBackend:
             self.model, self.prompts, self.batcher, generation_engine, self.max_length, self.generation_kwargs,
             compat.continuous_batching,
         )  # fmt: skip
+
+    @staticmethod
+    def preflight(
+        path: str,
+        revision: str | None = None,
+        convert: str | None = None,
+        trust_remote_code: bool = False,
+        convert_cache_dir: str | None = None,
+        **_: Any,
+    ) -> list[HubResource]:
+        """Checks that need no model, run before any work; returns what loading would fetch from the hub."""
+        if convert and not trust_remote_code:
+            check_convertible(path)
+            fetches = needs_download(path, revision, convert_cache_dir)
+        else:
+            fetches = not Path(path).expanduser().exists()
+        return [HubResource("model", path, "model.path=<local model dir>")] if fetches else []
 
     # ---- the Backend contract -------------------------------------------------------
 
@@ -118,18 +143,44 @@ class HFBackend:
     def stats(self) -> dict[str, Any]:
         return self.batcher.stats
 
+    def checkpoint(self) -> dict[str, Any]:
+        return self._checkpoint
+
+    @cached_property
+    def _checkpoint(self) -> dict[str, Any]:
+        """Hashed once per backend (and per weight file, across runs: `core/fingerprint.py`)."""
+        return {
+            "path": self.path,
+            "revision": self.revision,
+            "commit": self.origin.get("commit") if self.origin else self.load_info.get("commit"),
+            "gguf_file": self.gguf_file,
+            "converted_copy": self.load_info.get("converted_copy"),
+            "converter_version": self.origin.get("converter_version"),
+            **weights_identity(self.load_path, self.load_info.get("commit"), self.gguf_file),
+        }
+
+    def chat_template(self) -> dict[str, Any]:
+        return self.prompts.template_record()
+
     def identity(self) -> dict[str, Any]:
         """Everything besides the request that determines an output (keys of the resume store)."""
+        checkpoint = self.checkpoint()
         return {
             "backend": "hf",
             "path": self.path,
             "revision": self.load_info.get("revision"),
-            "local_files": local_files_fingerprint(self.path),
+            "weights_sha256": checkpoint["weights_sha256"],
+            "local_files": local_files_fingerprint(self.load_path),
+            "converter_version": checkpoint["converter_version"],
             "long_context": self.load_info.get("long_context"),
             "precision": dataclasses.asdict(self.precision),
+            "attn_implementation": self.load_info.get("attn_implementation") or "remote code",
+            "chat_template": self.chat_template(),
             "chat_format": self.chat_format,
             "system_prompt": self.prompts.system_prompt,
+            "prompt_encoding": self.prompts.encoding,
             "max_length": self.max_length,
+            "generation_engine": self.generation_engine,
             "generation_kwargs": self.generation_kwargs,
         }
 
@@ -140,17 +191,19 @@ class HFBackend:
             yield
 
     def describe(self) -> dict[str, Any]:
+        stop_ids = self.generator.stop_ids()
         return {
             "backend": "hf",
             "path": self.path,
             "max_length": self.max_length,
-            "chat_format": self.chat_format,
+            **self.prompts.describe(),
             "max_batch_tokens": self.batcher.max_batch_tokens,
             "generation_kwargs": self.generation_kwargs,
             "generation": {
                 "settings": self.generator.effective,
                 "checkpoint_defaults_overridden": self.generator.checkpoint_defaults_overridden,
                 "user_overrides": self.generation_kwargs,
+                "stop_tokens": dict(zip(self.prompts.token_names(stop_ids), stop_ids)),
             },
             **self.load_info,
             **self.batcher.stats,

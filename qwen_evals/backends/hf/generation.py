@@ -24,14 +24,13 @@ import torch
 from tqdm import tqdm
 
 from qwen_evals.backends.batching import by_generation_settings
+from qwen_evals.backends.decoding import VOCABULARY_FIELDS, decoding_defaults
 from qwen_evals.backends.hf.batcher import Batcher
 from qwen_evals.backends.prompting import PromptEncoder, split_at_stop
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.types import Decoding, Generate, Generation
 
 ENGINES = ("static", "continuous")
-KEPT_FROM_CHECKPOINT = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
-"""Generation-config fields that describe the vocabulary, not decoding: kept from the checkpoint."""
 
 
 def neutralize_generation_config(model: Any) -> dict[str, Any]:
@@ -39,12 +38,8 @@ def neutralize_generation_config(model: Any) -> dict[str, Any]:
     from transformers import GenerationConfig
 
     checkpoint = model.generation_config
-    removed = {
-        k: v
-        for k, v in checkpoint.to_diff_dict().items()
-        if k not in KEPT_FROM_CHECKPOINT and k not in ("transformers_version", "_from_model_config")
-    }
-    model.generation_config = GenerationConfig(**{k: getattr(checkpoint, k, None) for k in KEPT_FROM_CHECKPOINT})
+    removed = decoding_defaults(checkpoint)
+    model.generation_config = GenerationConfig(**{k: getattr(checkpoint, k, None) for k in VOCABULARY_FIELDS})
     return removed
 
 
@@ -114,7 +109,7 @@ class Generator:
         settings = {
             "max_new_tokens": max_new,
             **decoding_settings(decoding),
-            "eos_token_id": self._stop_ids(),
+            "eos_token_id": self.stop_ids(),
             "pad_token_id": self.batcher.pad_id,
             **({"stop_strings": list(stop)} if stop else {}),
             **self.generation_kwargs,
@@ -123,12 +118,13 @@ class Generator:
             self.effective.append(settings)
         return GenerationConfig(**settings)
 
-    def _stop_ids(self) -> list[int]:
-        return self.prompts.stop_token_ids(self.model.generation_config.eos_token_id)
+    def stop_ids(self) -> list[int]:
+        """Every eos id the model declares (generation config and model config) and the chat format's turn tokens."""
+        return self.prompts.stop_token_ids(self.model.generation_config.eos_token_id, self.model.config.eos_token_id)
 
     def _finish(self, new_ids: list[int], max_new: int, stop: tuple[str, ...]) -> tuple[str, str, str | None, int]:
         """(text, finish reason, what ended it, generated token count) of one row of new token ids."""
-        stop_ids = set(self._stop_ids())
+        stop_ids = set(self.stop_ids())
         end = next((k for k, token in enumerate(new_ids) if token in stop_ids), None)
         kept = new_ids if end is None else new_ids[:end]
         if end is None:  # a row finished by a stop string is padded after it

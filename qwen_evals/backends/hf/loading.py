@@ -135,7 +135,8 @@ def load_model_and_tokenizer(
     except (OSError, ValueError, ImportError) as error:
         raise EvalError(f"Could not load model.path={path!r}: {error}") from error
     model.eval()
-    chosen["revision"] = getattr(model.config, "_commit_hash", None) or revision
+    chosen["commit"] = getattr(model.config, "_commit_hash", None)  # the hub commit a hub id resolved to
+    chosen["revision"] = chosen["commit"] or revision
     return model, tokenizer, chosen
 
 

@@ -1,4 +1,4 @@
-"""Reading past the training length: dynamic NTK RoPE scaling and Qwen's LogN attention, as config overrides."""
+"""Reading past the training length: dynamic NTK RoPE scaling (and Qwen's LogN attention, which transformers lacks)."""
 
 from __future__ import annotations
 
@@ -23,39 +23,29 @@ class LongContextSettings:
 def long_context_config_overrides(
     config: Any, *, dynamic_ntk: bool | None = None, logn_attn: bool | None = None, rope_factor: float = 1.0
 ) -> LongContextSettings:
-    """Config overrides for dynamic NTK RoPE scaling and LogN attention scaling.
+    """Config overrides for dynamic NTK RoPE scaling; LogN attention scaling is reported unsupported.
 
     Args:
-        config: the checkpoint's config as loaded (`AutoConfig.from_pretrained`,
-            with `trust_remote_code` for Qwen v1).
-        dynamic_ntk: rescale the RoPE base when the input outgrows the training
-            length; None keeps the checkpoint's setting.
-        logn_attn: scale queries by log(position) / log(training length) past it;
-            None keeps the checkpoint's setting.
-        rope_factor: transformers' `factor` of the "dynamic" RoPE type (ignored by
-            Qwen v1, whose NTK alpha follows the input length). With 1.0 the base is
-            scaled by the plain length ratio; transformers requires >= 1.
+        config: the checkpoint's config as loaded (`AutoConfig.from_pretrained`).
+        dynamic_ntk: rescale the RoPE base when the input outgrows the training length.
+        logn_attn: scale queries by log(position) / log(training length) past it, as
+            Qwen v1's own code did; transformers has no such switch, so it is recorded
+            as unsupported, not applied.
+        rope_factor: transformers' `factor` of the "dynamic" RoPE type: the base is scaled by
+            (factor x length / training length - (factor - 1)) ** (d / (d - 2)); must be >= 1.
+            2.0 equals Qwen v1's NTK alpha (2 ** ceil(log2(length / training length) + 1) - 1)
+            at every power-of-two ratio and stays below it in between.
 
-    Qwen v1 remote code (`model_type == "qwen"`) has both switches itself
-    (`use_dynamic_ntk`, `use_logn_attn`; Qwen-7B-Chat ships both on, relative to
-    its `seq_length`). Models with transformers' RoPE config (Qwen2, Llama, ...)
-    get `rope_type: dynamic` merged into the checkpoint's RoPE parameters: a bare
+    The `rope_type: dynamic` is merged into the checkpoint's RoPE parameters: a bare
     `rope_scaling={"rope_type": "dynamic", ...}` passed to transformers 5 replaces
     them and loses `rope_theta` (it becomes None), which silently changes every
-    position encoding. transformers has no LogN scaling: reported as unsupported.
-    Either way `max_position_embeddings` stays the training length (dynamic NTK
-    scales relative to it); the backend's context length must be raised
+    position encoding. `max_position_embeddings` stays the training length (dynamic
+    NTK scales relative to it); the backend's context length must be raised
     separately (`model.max_length`).
     """
     overrides: dict[str, Any] = {}
     applied: dict[str, Any] = {}
     unsupported: list[str] = []
-    if getattr(config, "model_type", None) == "qwen" and hasattr(config, "use_dynamic_ntk"):
-        for name, wanted in (("use_dynamic_ntk", dynamic_ntk), ("use_logn_attn", logn_attn)):
-            if wanted is not None:
-                overrides[name] = wanted
-            applied[name] = wanted if wanted is not None else getattr(config, name, None)
-        return LongContextSettings(overrides, applied, ())
     if dynamic_ntk:
         if rope_factor < 1:
             raise EvalError(f"rope_factor={rope_factor} must be >= 1 for dynamic NTK scaling")

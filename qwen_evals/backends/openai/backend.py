@@ -2,6 +2,8 @@
 
 Requests become hashable items; identical ones are sent once, the rest run in a
 bounded thread pool over `http.JsonClient`, and results come back in request order.
+Each answer is also reported the moment it arrives (`on_result`), so the resume
+store keeps it even if a later request fails and the call is aborted.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM, render_chatml
+from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM, render_chatml, with_system
 from qwen_evals.backends.openai.http import JsonClient, ServerError, attempt_stats
 from qwen_evals.backends.openai.logprobs import continuation_tokens
 from qwen_evals.backends.precision import Precision
 from qwen_evals.backends.prompting import split_at_stop
+from qwen_evals.core.backend import OnResult
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.types import Decoding, Generate, Generation, LogLikelihood, LogLikelihoodResult, Message, Prompt
 
@@ -29,6 +32,9 @@ CHAT_FORMATS = (None, "chatml")
 
 
 class OpenAIBackend:
+    reports_each_result = True
+    """`generate` and `loglikelihood` call `on_result(i, result)` as each request is answered."""
+
     def __init__(
         self,
         name: str,
@@ -58,7 +64,9 @@ class OpenAIBackend:
             timeout_s: per-request socket timeout (connect, and each wait for data).
             max_retries: retries after the first attempt on 429 / 408 / 5xx / timeouts.
             backoff_s, max_backoff_s: exponential backoff base and cap (jittered).
-            system_prompt: system turn prepended to chat prompts that have none (null: none).
+            system_prompt: the system message of every chat prompt that has none, sent to the
+                server (which renders it with the model's template); null sends none, so the
+                server's template writes its own default system turn, if any.
             loglikelihood_max_tokens: `max_tokens` of echo requests; 1 works everywhere,
                 0 saves a decode step on servers that accept it (vLLM).
             loglikelihood_chat_format: how a log-likelihood request with a chat prompt is
@@ -98,6 +106,8 @@ class OpenAIBackend:
         self.extra_body = dict(extra_body or {})
         self.precision = precision
         self.show_progress = show_progress
+        self.settings: list[dict[str, Any]] = []
+        """Every distinct set of generation fields a request sent (recorded in summary.json)."""
         self._http = JsonClient(
             base_url,
             model=model,
@@ -122,10 +132,7 @@ class OpenAIBackend:
 
     def messages(self, prompt: list[Message]) -> list[Message]:
         """Chat messages as sent: `system_prompt` first when there is no system turn."""
-        messages = [dict(m) for m in prompt]
-        if self.system_prompt and not any(m.get("role") == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return messages
+        return with_system(prompt, self.system_prompt)
 
     def _loglikelihood_text(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
@@ -141,25 +148,31 @@ class OpenAIBackend:
 
     # ---- requests --------------------------------------------------------------
 
-    def loglikelihood(self, requests: Sequence[LogLikelihood]) -> list[LogLikelihoodResult]:
+    def loglikelihood(
+        self, requests: Sequence[LogLikelihood], on_result: OnResult | None = None
+    ) -> list[LogLikelihoodResult]:
         """Sum of the continuation tokens' log-probs from echoed prompt log-probs."""
         items = []
         for request in requests:
             if not request.continuation:
                 raise EvalError("empty continuation in a log-likelihood request")
             items.append((self._loglikelihood_text(request.prompt), request.continuation))
-        return self._run_unique(items, self._score_one, "loglikelihood")
+        return self._run_unique(items, self._score_one, "loglikelihood", on_result)
 
-    def generate(self, requests: Sequence[Generate]) -> list[Generation]:
+    def generate(self, requests: Sequence[Generate], on_result: OnResult | None = None) -> list[Generation]:
         # Sampled requests are each drawn (pass@k asks n copies); greedy copies are sent once.
         items = [
             (_freeze(r.prompt), r.max_new_tokens, tuple(r.stop), r.decoding, -1 if r.decoding.greedy else i)
             for i, r in enumerate(requests)
         ]
-        return self._run_unique(items, self._generate_one, "generate")
+        return self._run_unique(items, self._generate_one, "generate", on_result)
 
-    def _run_unique(self, items: list[Any], run: Callable[[Any], Any], label: str) -> list[Any]:
+    def _run_unique(
+        self, items: list[Any], run: Callable[[Any], Any], label: str, on_result: OnResult | None
+    ) -> list[Any]:
         unique = list(dict.fromkeys(items))
+        if on_result is not None:
+            run = _reporting(run, items, on_result)
         start = time.perf_counter()
         try:
             outputs = self._map(run, unique, label)
@@ -210,9 +223,13 @@ class OpenAIBackend:
 
     def _generate_one(self, item: tuple) -> Generation:
         prompt, max_new, stop, decoding, _ = item
-        body: dict[str, Any] = {"model": self.model, "max_tokens": max_new, "n": 1, **sampling_fields(decoding)}
+        settings: dict[str, Any] = {"max_tokens": max_new, "n": 1, **sampling_fields(decoding)}
         if stop:
-            body["stop"] = list(stop)
+            settings["stop"] = list(stop)
+        with self._http.lock:
+            if settings not in self.settings:
+                self.settings.append(settings)
+        body: dict[str, Any] = {"model": self.model, **settings}
         if isinstance(prompt, str):
             endpoint = "/completions"
             body["prompt"] = prompt
@@ -279,6 +296,13 @@ class OpenAIBackend:
         """None: the server tokenizes, and there is no local tokenizer to count tokens with."""
         return None
 
+    def checkpoint(self) -> dict[str, Any]:
+        """A served model: the name it is served under; its weights are the server's and unseen here."""
+        return {"path": self.model, "revision": None, "commit": None, "weights_sha256": None, "served_at": self.base_url}
+
+    def chat_template(self) -> dict[str, Any]:
+        return {"format": "server", "sha256": None, "system_prompt": self.system_prompt}
+
     def identity(self) -> dict[str, Any]:
         """What besides the request decides an output; the URL is left out (a server may move)."""
         return {
@@ -304,13 +328,40 @@ class OpenAIBackend:
             "concurrency": self.concurrency,
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
-            "system_prompt": self.system_prompt,
+            "system_prompt": {
+                "configured": self.system_prompt,
+                "used": self.system_prompt,
+                "source": "model.system_prompt" if self.system_prompt is not None
+                else "the server's chat template default (not known here)",
+            },
+            "generation": {
+                "settings": self.settings,
+                "checkpoint_defaults_overridden": "every sampling field is sent, so the server's and the "
+                "checkpoint's defaults apply to none of them",
+                "extra_fields": self.extra_body,
+                "stop_tokens": "the server's (its tokenizer's eos and the checkpoint's generation config)",
+            },
             "extra_body": self.extra_body,
             **json.loads(json.dumps(stats)),
             "tokens": tokens,
             "tokens_per_second": tokens / seconds if seconds else None,
             "generated_tokens_per_second": stats["completion_tokens"] / seconds if seconds else None,
         }
+
+
+def _reporting(run: Callable[[Any], Any], items: list[Any], on_result: OnResult) -> Callable[[Any], Any]:
+    """`run`, also reporting each answer for every position of its item in `items` (copies are sent once)."""
+    positions: dict[Any, list[int]] = {}
+    for i, item in enumerate(items):
+        positions.setdefault(item, []).append(i)
+
+    def run_and_report(item: Any) -> Any:
+        output = run(item)
+        for i in positions[item]:
+            on_result(i, output)
+        return output
+
+    return run_and_report
 
 
 def _fresh_stats() -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 Requests run on a kept-alive connection of the calling worker thread
 (http.client: no proxy is consulted, no extra dependency). 429, 408, 5xx,
-timeouts and dropped connections are retried with exponential backoff and
-jitter (a 429's Retry-After is honoured); other 4xx raise `ServerError` at
-once, and exhausted retries an EvalError naming the URL and the last failure.
-Every attempt is counted in `stats`.
+timeouts, dropped connections and a 200 whose body is not a JSON object
+(truncated or malformed) are retried with exponential backoff and jitter (a
+429's Retry-After is honoured); other 4xx raise `ServerError` at once, and
+exhausted retries an EvalError naming the URL and the last failure. Every
+attempt is counted in `stats`.
 """
 
 from __future__ import annotations
@@ -178,10 +179,11 @@ class JsonClient:
             raise ServerError(f"{url} answered HTTP {status}{hint}: {_excerpt(data)}", status)
         try:
             reply = json.loads(data)
-        except ValueError as error:
-            raise EvalError(f"{url} answered HTTP 200 with invalid JSON: {_excerpt(data)}") from error
+        except ValueError as error:  # a body cut short, or a proxy's page: the next attempt may be whole
+            self._drop_connection()
+            raise _Retryable(f"invalid JSON: HTTP 200 with {_excerpt(data)}") from error
         if not isinstance(reply, dict):
-            raise EvalError(f"{url} answered HTTP 200 with unexpected JSON: {_excerpt(data)}")
+            raise _Retryable(f"invalid JSON: HTTP 200 with {_excerpt(data)} (not an object)")
         usage = reply.get("usage") or {}
         with self.lock:
             path = self._path + endpoint

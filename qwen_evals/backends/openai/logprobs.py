@@ -46,7 +46,7 @@ class ContinuationTokens:
                 raise EvalError(f"{url} returned no top_logprobs for prompt tokens; is_greedy cannot be decided")
             total += float(logprobs[i])
             greedy = greedy and float(logprobs[i]) >= max(float(v) for v in tops[i].values()) - GREEDY_TOLERANCE
-        return LogLikelihoodResult(total, greedy)
+        return LogLikelihoodResult(total, greedy, context_tokens=self.indices[0])
 
 
 def continuation_tokens(

@@ -108,8 +108,7 @@ def v1_config(folder: Path) -> dict[str, Any]:
     if config.get("model_type") != "qwen" and "QWenLMHeadModel" not in architectures:
         raise EvalError(
             f"{config_path} describes model_type={config.get('model_type')!r} architectures={architectures}, "
-            "not a Qwen (v1) QWenLMHeadModel checkpoint"
-            + (" (Qwen2 checkpoints load natively: use them directly)" if config.get("model_type") == "qwen2" else "")
+            f"not a Qwen (v1) QWenLMHeadModel checkpoint; it loads natively: model=hf model.path={folder}"
         )
     missing = [key for key in V1_REQUIRED_KEYS if key not in config]
     if missing:

@@ -16,32 +16,14 @@ import binascii
 from pathlib import Path
 from typing import Any
 
-from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM
+from qwen_evals.backends.chat_format import CHATML_TEMPLATE, ENDOFTEXT, IM_END, IM_START
 from qwen_evals.core.errors import EvalError
 
 # Qwen v1's pre-tokenizer split (tokenization_qwen.py PAT_STR): digits one at a
 # time (\p{N}, not tiktoken cl100k's \p{N}{1,3}).
 QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_START_ID = 151643  # Qwen hard-codes it: the id right after the 151643 BPE ranks
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END) + tuple(f"<|extra_{i}|>" for i in range(205))
-
-# ChatML as Qwen-7B-Chat's `model.chat` builds it (qwen_evals.backends.chat_format.render_chatml):
-# a leading system message replaces the default system prompt.
-CHATML_TEMPLATE = (
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{%- set system_message = messages[0]['content'] -%}"
-    "{%- set turns = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set system_message = " + repr(QWEN_DEFAULT_SYSTEM) + " -%}"
-    "{%- set turns = messages -%}"
-    "{%- endif -%}"
-    "{{- '<|im_start|>system\\n' + system_message + '<|im_end|>\\n' -}}"
-    "{%- for message in turns -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
 
 
 def read_tiktoken_ranks(path: str | Path) -> dict[bytes, int]:

@@ -1,7 +1,8 @@
 """The harness: the program that runs inside the sandbox around the model's program, and its side of the protocol.
 
 The sandbox sends the harness its config on one pipe (`config`) and reads its reports, tagged with a nonce, from
-another (`read_reports`); the verdict trusts nothing else the program could write.
+another (`read_reports`); the verdict trusts nothing else the program could write. The harness reports "start"
+before the program exists: a run without it never reached the program (the sandbox failed, not the program).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def main():
         except OSError:
             pass
 
+    send("start", "ok")
+
     def describe(error):
         text = "%s: %s" % (type(error).__name__, error) if str(error) else type(error).__name__
         if isinstance(error, SyntaxError):
@@ -143,6 +146,9 @@ main()
 """
 
 
+REPORTS = ("start", "result", "exit")
+
+
 def config(nonce: str, guard_network: bool, guard_files: bool, rlimits: list[tuple[str, int, int]]) -> bytes:
     """What the harness reads from its config fd: the nonce, the two guard flags, then one rlimit per line."""
     lines = [nonce, str(int(guard_network)), str(int(guard_files))]
@@ -151,7 +157,7 @@ def config(nonce: str, guard_network: bool, guard_files: bool, rlimits: list[tup
 
 
 def read_reports(fd: int, nonce: str) -> dict[str, tuple[str, str]]:
-    """The first "result" and "exit" lines carrying the nonce (anything else is ignored)."""
+    """The first "start", "result" and "exit" lines carrying the nonce (anything else is ignored)."""
     os.set_blocking(fd, False)
     chunks = []
     try:
@@ -165,6 +171,6 @@ def read_reports(fd: int, nonce: str) -> dict[str, tuple[str, str]]:
     reports: dict[str, tuple[str, str]] = {}
     for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
         parts = line.split(" ", 3)
-        if len(parts) == 4 and parts[0] == nonce and parts[1] in ("result", "exit") and parts[1] not in reports:
+        if len(parts) == 4 and parts[0] == nonce and parts[1] in REPORTS and parts[1] not in reports:
             reports[parts[1]] = (parts[2], parts[3])
     return reports

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import secrets
 import shutil
@@ -22,20 +23,32 @@ from typing import Any
 
 from qwen_evals.core.errors import EvalError
 from qwen_evals.scoring.sandbox import harness
-from qwen_evals.scoring.sandbox.isolation import MODES
+from qwen_evals.scoring.sandbox.isolation import MODES, Isolation
 from qwen_evals.scoring.sandbox.processes import count_processes, kill_group, live_processes, wait_unreaped
 
-REASONS = ("passed", "assertion", "exception", "syntax_error", "timeout", "memory", "exit", "killed", "output_limit")
+REASONS = (
+    "passed", "assertion", "exception", "syntax_error", "timeout", "memory", "exit", "killed", "output_limit",
+    "infra_error",
+)  # fmt: skip
 """passed; assertion (a test failed); exception (any other error); syntax_error
 (the program does not compile); timeout (wall-clock or CPU limit); memory
 (MemoryError at the memory limit); exit (the program ended before its tests
 finished, e.g. sys.exit(0)); killed (a signal, e.g. SIGKILL or SIGSEGV);
-output_limit (stdout/stderr reached the file-size limit)."""
+output_limit (stdout/stderr reached the file-size limit); infra_error (the
+sandbox failed: the program could not be started, or never reached; not the
+program's fault, so not a failure of the model)."""
+
+ISOLATIONS = tuple(mode.name for mode in MODES)
+
+MAX_INFRA_ERROR_SHARE = 0.01
+"""A batch where more programs than this share hit `infra_error` is an error (`check_infra_errors`)."""
 
 UID_BASE = 1_000_000_000  # far above real accounts; each process uses its own block of a million uids
 UID_BLOCK = 1_000_000
 MAX_WORKERS = 64
 DETAIL_CHARS = 2000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,8 +70,10 @@ class Sandbox:
         max_processes: process (and thread) count limit for the program's uid.
         max_open_files: file descriptor limit.
         workers: programs run at once (default: the number of CPU cores).
-        namespaces: use network + pid namespaces (None: where `unshare` works).
-        guard: Python audit-hook guard for files (None: when not switching uid).
+        isolation: one of `ISOLATIONS`, strongest first: "bwrap" (every namespace, only the interpreter's
+            files, read-only), "unshare" (network and pid namespaces), "process" (process group and uid only).
+            None: the strongest that works here, with a warning when that is not bwrap.
+        guard: Python audit-hook guard for files (None: when neither the uid nor the mount namespace is own).
         python: interpreter for the programs (None: this one, or a system python3
             the sandbox uid can execute).
     """
@@ -71,19 +86,23 @@ class Sandbox:
         max_processes: int = 16,
         max_open_files: int = 64,
         workers: int | None = None,
-        namespaces: bool | None = None,
+        isolation: str | None = None,
         guard: bool | None = None,
         python: str | None = None,
     ) -> None:
         if timeout_s <= 0 or memory_mb <= 0 or file_size_mb <= 0 or max_processes < 2 or max_open_files < 16:
             raise EvalError("sandbox limits must be positive (max_processes >= 2, max_open_files >= 16)")
+        if isolation is not None and isolation not in ISOLATIONS:
+            raise EvalError(
+                f"sandbox isolation={isolation!r} is not one of {list(ISOLATIONS)} (or null: the strongest)"
+            )
         self.timeout_s = float(timeout_s)
         self.memory_mb = memory_mb
         self.file_size_mb = file_size_mb
         self.max_processes = max_processes
         self.max_open_files = max_open_files
         self.workers = max(1, min(workers or os.cpu_count() or 1, MAX_WORKERS))
-        self.namespaces = namespaces
+        self.isolation = isolation
         self.guard = guard
         self.python = python
         self._lock = threading.Lock()
@@ -110,7 +129,9 @@ class Sandbox:
             "file_size_mb": self.file_size_mb,
             "max_processes": self.max_processes,
             "workers": self.workers,
-            "namespaces": self._isolation.namespaces,
+            "isolation": self._isolation.name,
+            **({"isolation_fallback": self._fallback} if self._fallback else {}),
+            **self._isolation.notes(),
             "user": "a fresh unprivileged uid per program" if self._switch_user else "the caller's uid",
             "guard": {"network": self._guard_network, "files": self._guard_files},
             "python": self._python,
@@ -142,23 +163,35 @@ class Sandbox:
             self._ready = True
 
     def _probe(self) -> None:
-        """Pick the strongest isolation and an interpreter that actually work here."""
-        modes = [m for m in MODES if self.namespaces is None or m.namespaces == self.namespaces]
-        modes = [m for m in modes if m.available()]
+        """Pick the strongest isolation and an interpreter that actually work here; warn when bwrap is not it."""
         pythons = [self.python] if self.python else _python_candidates()
-        failure = "no isolation mode to try (namespaces=true needs the unshare command)"
-        for mode in modes:
+        failures: list[str] = []
+        for mode in [m for m in MODES if self.isolation in (None, m.name)]:
+            if not mode.available():
+                failures.append(f"{mode.name}: needs {mode.needs}")
+                continue
             for python in pythons:
-                self._isolation, self._python = mode, python
-                self._guard_network = not mode.namespaces
-                self._guard_files = self.guard if self.guard is not None else not self._switch_user
-                result = self._run_program("import sys, math, hashlib, re\nprint(sys.version.split()[0])\n")
-                if result.passed:
-                    self._python_version = result.output_tail.strip()
+                if self._works(mode, python):
+                    self._fallback = "; ".join(failures)
+                    if failures:
+                        log.warning(
+                            "code sandbox: %s; programs run with the weaker isolation %r (see the README's "
+                            "'Running model-written code')", self._fallback, mode.name,
+                        )  # fmt: skip
                     return
-                tail = result.output_tail[-300:]
-                failure = f"{python} (namespaces={mode.namespaces}): {result.reason} {result.detail} {tail}"
-        raise EvalError(f"the code sandbox cannot run programs on this machine; last attempt: {failure}")
+            failures.append(f"{mode.name}: {self._last_failure}")
+        raise EvalError(f"the code sandbox cannot run programs on this machine; {'; '.join(failures)}")
+
+    def _works(self, mode: Isolation, python: str) -> bool:
+        """Whether a probe program passes with this isolation and interpreter (which then stay chosen)."""
+        self._isolation, self._python = mode, python
+        self._guard_network = not mode.namespaces
+        own_files = self._switch_user or mode.filesystem
+        self._guard_files = self.guard if self.guard is not None else not own_files
+        result = self._run_program("import sys, math, hashlib, re\nprint(sys.version.split()[0])\n")
+        self._python_version = result.output_tail.strip()
+        self._last_failure = f"{python}: {result.reason} {result.detail} {result.output_tail[-300:]}".strip()
+        return result.passed
 
     # ---- one program -------------------------------------------------------------
 
@@ -169,9 +202,9 @@ class Sandbox:
             self._used_uids.add(uid)
         return self._run_one(program, uid)
 
-    def _command(self, uid: int | None, config_fd: int, result_fd: int) -> list[str]:
-        prefix = self._isolation.command(uid)
-        return prefix + [self._python, "-I", "-S", "-c", harness.HARNESS, str(config_fd), str(result_fd)]
+    def _command(self, uid: int | None, run_dir: str, config_fd: int, result_fd: int) -> list[str]:
+        prefix = self._isolation.command(uid, self._python, run_dir, self.file_size_mb << 20)
+        return prefix + ["-I", "-S", "-c", harness.HARNESS, str(config_fd), str(result_fd)]
 
     def _rlimits(self, uid: int | None) -> list[tuple[str, int, int]]:
         cpu = ceil(self.timeout_s) + 1
@@ -198,18 +231,20 @@ class Sandbox:
             config_r, config_w = os.pipe()
             os.write(config_w, config)
             os.close(config_w)
-            env = {"PATH": "/usr/bin:/bin", "HOME": run_dir, "TMPDIR": run_dir, "LANG": "C.UTF-8"}
+            inside = self._isolation.program_dir(run_dir)
+            env = {"PATH": "/usr/bin:/bin", "HOME": inside, "TMPDIR": inside, "LANG": "C.UTF-8"}
             as_user = self._isolation.popen_user(uid)
             with tempfile.TemporaryFile(dir=self._base) as output:
                 start = time.monotonic()
                 try:
+                    # close_fds (the default): the config and result pipes are the only descriptors passed.
                     proc = subprocess.Popen(
-                        self._command(uid, config_r, result_w), cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
-                        stdout=output, stderr=subprocess.STDOUT, pass_fds=(config_r, result_w),
-                        start_new_session=True, **as_user,
+                        self._command(uid, run_dir, config_r, result_w), cwd=run_dir, env=env,
+                        stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                        pass_fds=(config_r, result_w), start_new_session=True, **as_user,
                     )  # fmt: skip
-                except OSError as error:  # e.g. the interpreter is not executable by the sandbox uid
-                    return ExecResult(False, "killed", f"could not start the sandbox: {error}")
+                except (OSError, EvalError) as error:  # e.g. the interpreter is not executable by the sandbox uid
+                    return ExecResult(False, "infra_error", f"could not start the sandbox: {error}")
                 finally:
                     os.close(config_r)
                     os.close(result_w)
@@ -247,6 +282,9 @@ class Sandbox:
         def done(reason: str, detail: str = "") -> ExecResult:
             return ExecResult(reason == "passed", reason, detail, seconds, tail)
 
+        if "start" not in reports:  # the harness never ran: the program did not either
+            how = "timed out" if timed_out else f"ended with status {returncode}"
+            return done("infra_error", f"the sandbox {how} before the program started: {tail[-300:].strip()}")
         if capped:
             return done("output_limit", f"stdout/stderr reached the file-size limit of {self.file_size_mb} MB")
         if "result" in reports:
@@ -265,7 +303,17 @@ class Sandbox:
             if number == signal.SIGXFSZ:
                 return done("output_limit", f"file-size limit ({name})")
             return done("killed", f"killed by {name}")
-        return done("killed", f"the sandbox harness ended without a report (status {returncode})")
+        return done("killed", f"the sandbox harness was killed while the program ran (status {returncode})")
+
+
+def check_infra_errors(results: Sequence[ExecResult], what: str) -> None:
+    """An EvalError when more than `MAX_INFRA_ERROR_SHARE` of `results` are infra errors (`what`: whose)."""
+    failed = [r for r in results if r.reason == "infra_error"]
+    if len(failed) > MAX_INFRA_ERROR_SHARE * len(results):
+        raise EvalError(
+            f"{what}: the code sandbox failed to run {len(failed)} of {len(results)} programs (infra_error; at most "
+            f"{MAX_INFRA_ERROR_SHARE:.0%} allowed), so pass rates would be wrong; first: {failed[0].detail}"
+        )
 
 
 def _python_candidates() -> list[str]:

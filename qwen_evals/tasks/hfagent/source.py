@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ast
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qwen_evals.core.datafiles import read_json
 from qwen_evals.core.errors import EvalError
 
 PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data" / "hfagent"
@@ -27,10 +27,10 @@ class Problem:
 
 
 def read_tool_descriptions(path: Path = PACKAGE_DATA / TOOLS_FILE) -> list[tuple[str, str]]:
+    raw = read_json(path, "the agent's tool list")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
         tools = [(t["name"], t["description"]) for t in raw["tools"]]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (KeyError, TypeError) as error:
         raise EvalError(f"{path}: not a tool list ({error})") from error
     return tools
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from qwen_evals.core.datafiles import read_json, read_text
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.hub import download_hub_file
+from qwen_evals.core.hub import HubResource, download_hub_file
 from qwen_evals.core.metrics import Metric
 from qwen_evals.core.task import EvalProtocol, Task, protocol_table
 from qwen_evals.core.types import Generate, Output, Request, Sample
@@ -61,6 +61,11 @@ class HFAgent(Task):
         self.problems: list[Problem] = []
         self._references: dict[int, list[Any]] = {}
 
+    def hub_resources(self) -> list[HubResource]:
+        if self.data_dir and (self.data_dir / TEMPLATE_FILE).is_file():
+            return []
+        return [HubResource("dataset", TEMPLATE_REPO, f"data_dir=<dir with {TEMPLATE_FILE}>")]
+
     def describe(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol,
@@ -78,10 +83,7 @@ class HFAgent(Task):
     def read_source(self) -> tuple[list[str], list[Problem]]:
         tasks_path = self.data_dir / TASKS_FILE if self.data_dir else None
         if tasks_path is not None and tasks_path.is_file():
-            try:
-                raw = json.loads(tasks_path.read_text(encoding="utf-8"))
-            except ValueError as error:
-                raise EvalError(f"{tasks_path}: not valid JSON ({error})") from error
+            raw = read_json(tasks_path)
             self.source = str(tasks_path)
             return parse_problems(raw, str(tasks_path))
         if self.wheel is not None:
@@ -101,10 +103,9 @@ class HFAgent(Task):
         """The run prompt: data_dir's copy, else the hub file transformers 4.31 itself downloaded."""
         path = self.data_dir / TEMPLATE_FILE if self.data_dir else None
         if path is None or not path.is_file():
-            path = download_hub_file(
-                TEMPLATE_REPO, TEMPLATE_FILE, "dataset", self.template_revision, f"data_dir=<dir with {TEMPLATE_FILE}>"
-            )
-        text = path.read_text(encoding="utf-8")
+            (needed,) = self.hub_resources()
+            path = download_hub_file(TEMPLATE_REPO, TEMPLATE_FILE, "dataset", self.template_revision, needed.local_option)
+        text = read_text(path)
         for placeholder in ("<<all_tools>>", "<<prompt>>"):
             if placeholder not in text:
                 raise EvalError(f"{path}: the run template has no {placeholder} placeholder")

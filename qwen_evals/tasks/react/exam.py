@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qwen_evals.core.datafiles import read_jsonl
+from qwen_evals.core.datafiles import read_json, read_jsonl, read_text
 from qwen_evals.core.errors import EvalError
 from qwen_evals.tasks.react.parsing import ReActStep, parse_react
 from qwen_evals.tasks.react.template import TEMPLATES, Tool, parse_tool, validate_arguments
@@ -61,12 +61,7 @@ def read_qwen_exam(data_dir: Path, version: str) -> list[ExamRecord]:
 
 
 def read_tool_catalogue(path: Path) -> dict[str, Tool]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise EvalError(f"Missing data file: {path}") from error
-    except ValueError as error:
-        raise EvalError(f"{path}: the tool list is not valid JSON ({error})") from error
+    raw = read_json(path, "the exam's tool list")
     if not isinstance(raw, list) or not raw:
         raise EvalError(f"{path}: expected a non-empty JSON list of tools")
     tools = [parse_tool(item, f"{path}: tool {i}") for i, item in enumerate(raw)]
@@ -163,7 +158,7 @@ def _record_tools(raw: Any, where: str, catalogue: dict[str, Tool]) -> list[Tool
 
 def exam_version(exam_dir: Path) -> str | None:
     path = exam_dir / "VERSION"
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+    return read_text(path).strip() if path.is_file() else None
 
 
 def files_digest(paths: list[Path]) -> str:
