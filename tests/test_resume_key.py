@@ -76,12 +76,20 @@ def test_a_changed_load_setting_recomputes(base, byte_qwen2, tmp_path, change):
 
 
 def test_another_chat_template_recomputes(byte_qwen2, tmp_path):
-    backend = hf(byte_qwen2)
+    """The template file is rewritten in place with its size and mtime kept: only the template's sha256 tells."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(byte_qwen2, folder)
+    template_file = folder / "chat_template.jinja"
     digests = []
     for template in ("{% for m in messages %}<{{ m.content }}>{% endfor %}", "{% for m in messages %}[{{ m.content }}]{% endfor %}"):
-        backend.tokenizer.chat_template = template
+        stat = template_file.stat() if template_file.exists() else None
+        template_file.write_text(template)
+        if stat is not None:
+            os.utime(template_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        backend = hf(folder)
+        assert backend.chat_template()["format"] == "template"
         digests.append(backend.chat_template()["sha256"])
-        again = ResumableBackend(backend, RequestStore(tmp_path))
+        again = ResumableBackend(backend, RequestStore(tmp_path / "store"))
         again.generate(GENERATIONS)
         assert again.computed == 1
     assert len(set(digests)) == 2

@@ -155,6 +155,10 @@ def _left_out(entry: CardEntry, matched: list[pd.Series]) -> str:
     return "left out: " + ", ".join(sorted(reasons))
 
 
+def _comparable(entry: CardEntry, run: pd.Series) -> bool:
+    return not run["partial"] and entry.same_data(run) and entry.made_under(run["summary"])
+
+
 def _why_left_out(entry: CardEntry, run: pd.Series) -> str:
     if run["partial"]:
         return "partial run"
@@ -166,7 +170,6 @@ def _why_left_out(entry: CardEntry, run: pd.Series) -> str:
 def parity(runs: pd.DataFrame, card: Card, tolerance: float | None = None) -> pd.DataFrame:
     """One row per (card entry, matching run); entries no run matches get one row marked `no run`."""
     tolerance = card.tolerance if tolerance is None else tolerance
-    current = latest(runs)
     rows = []
     for entry in card.entries:
         base = {
@@ -177,10 +180,10 @@ def parity(runs: pd.DataFrame, card: Card, tolerance: float | None = None) -> pd
             "source": entry.source,
             "note": entry.note,
         }
-        matched = [run for _, run in current.iterrows() if entry.matches(run)]
-        comparable = [
-            run for run in matched if not run["partial"] and entry.same_data(run) and entry.made_under(run["summary"])
-        ]
+        matched = [run for _, run in runs.iterrows() if entry.matches(run)]
+        comparable = [run for run in matched if _comparable(entry, run)]
+        if comparable:  # of one identity's comparable runs the latest counts
+            comparable = [run for _, run in latest(pd.DataFrame(comparable)).iterrows()]
         for run in comparable:
             value, low, high = run_value(run, entry)
             delta = value - entry.value
