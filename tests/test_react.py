@@ -407,7 +407,7 @@ def test_bad_records_name_the_record(exam_copy, file, line, edit, message):
 
 def test_a_tool_list_that_is_not_valid_json_names_the_file(exam_copy):
     (exam_copy / "tools.json").write_text('[{"name_for_model": "web_search",', encoding="utf-8")
-    with pytest.raises(EvalError, match=r"tools.json: the tool list is not valid JSON"):
+    with pytest.raises(EvalError, match=r"tools.json: not valid JSON"):
         ReAct(data_dir=str(exam_copy)).load()
 
 

@@ -17,7 +17,7 @@ from tests.conftest import REPO
 SAMPLE_FIELDS = {"id", "subject", "category", "prompt", "output", "prediction", "target", "correct", "parse_status"}
 SUMMARY_FIELDS = {
     "task", "protocol", "model", "model_revision", "precision", "metrics", "tables", "n_samples", "config",
-    "versions", "git_commit", "wall_seconds", "tokens_per_second", "memory", "backend",
+    "schema_version", "run", "wall_seconds", "tokens_per_second", "memory", "backend",
 }  # fmt: skip
 
 
@@ -51,6 +51,7 @@ def test_tiny_model_on_mmlu_writes_samples_and_summary(tiny_qwen2, shared_data, 
     assert samples[0]["prompt"][0]["content"].startswith("The following is a multiple-choice question.")
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_FIELDS <= set(summary)
+    assert {"versions", "git_commit", "git_dirty"} <= set(summary["run"]["provenance"])
     assert (summary["task"], summary["protocol"], summary["precision"]) == ("mmlu", "chat_0shot", "fp32")
     assert summary["model"] == tiny_qwen2.name
     assert summary["n_samples"] == 114
@@ -77,8 +78,8 @@ def test_user_errors_print_one_clear_line_and_exit_2(shared_data, tiny_qwen2, tm
     # A bitsandbytes from before its CPU backend (0.46) shadows the installed one.
     (tmp_path / "old" / "bitsandbytes").mkdir(parents=True)
     (tmp_path / "old" / "bitsandbytes" / "__init__.py").write_text('__version__ = "0.45.5"\n')
-    done = run_eval("model=hf", f"model.path={tiny_qwen2}", "precision=int8", f"output_dir={tmp_path}/a",
-                    env={"PYTHONPATH": str(tmp_path / "old"), "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
+    done = run_eval("model=hf", f"model.path={tiny_qwen2}", "precision=int8", f"data_dir={shared_data}",
+                    f"output_dir={tmp_path}/a", env={"PYTHONPATH": str(tmp_path / "old"), "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
     assert done.returncode == 2
     assert "precision=int8" in done.stderr and "bitsandbytes 0.45.5 has no cpu backend" in done.stderr
     assert "Traceback" not in done.stderr

@@ -21,6 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from qwen_evals.backends.resumable import ResumableBackend
 from qwen_evals.cli.checks import RECORD_ONLY_KEYS, check_arguments, check_hub
@@ -61,6 +62,22 @@ def build_backend(model: DictConfig, precision: DictConfig) -> Any:
     return instantiate(OmegaConf.create(arguments), precision=precision)
 
 
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config with every interpolation resolved; a resolver's EvalError stays one.
+
+    OmegaConf keeps only the message of an error raised inside a resolver (the
+    exception itself is not chained), so the EvalError is rebuilt from it.
+    """
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except InterpolationResolutionError as error:
+        prefix = f"{EvalError.__name__} raised while resolving interpolation: "
+        message = str(error).split("\n")[0]
+        if message.startswith(prefix):
+            raise EvalError(message[len(prefix):]) from error
+        raise
+
+
 def run(cfg: DictConfig) -> dict | None:
     config_name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "config"
     check_arguments(cfg, config_name)
@@ -69,7 +86,7 @@ def run(cfg: DictConfig) -> dict | None:
     rank, world = rank_and_world()
     if sharded or rank == 0:  # the processes that write into out_dir
         refuse_finished(out_dir, SUMMARY_FILE)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = resolved(cfg)
     arguments, record_only = split_model_config(cfg.model)
     context = RunContext(label=record_only["label"], step=record_only["step"], setup=setup_fingerprint(config))
     seed_everything(cfg.seed)

@@ -21,7 +21,7 @@ read from the environment variable named by `api_key_env` and never recorded.
 
 Modules: `backend` (OpenAIBackend: requests, the pool, records), `http` (the
 JSON client: connections, retries, attempt stats), `logprobs` (reading echoed
-prompt log-probs).
+prompt log-probs), `replies` (a request's sampling fields, a choice's finish reason).
 """
 
 from qwen_evals.backends.openai.backend import OpenAIBackend

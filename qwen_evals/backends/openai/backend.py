@@ -22,11 +22,12 @@ from tqdm import tqdm
 from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM, render_chatml, with_system
 from qwen_evals.backends.openai.http import JsonClient, ServerError, attempt_stats
 from qwen_evals.backends.openai.logprobs import continuation_tokens
+from qwen_evals.backends.openai.replies import finish_reason, first_choice, sampling_fields
 from qwen_evals.backends.precision import Precision
 from qwen_evals.backends.prompting import split_at_stop
 from qwen_evals.core.backend import OnResult
 from qwen_evals.core.errors import EvalError
-from qwen_evals.core.types import Decoding, Generate, Generation, LogLikelihood, LogLikelihoodResult, Message, Prompt
+from qwen_evals.core.types import Generate, Generation, LogLikelihood, LogLikelihoodResult, Message, Prompt
 
 CHAT_FORMATS = (None, "chatml")
 
@@ -239,7 +240,7 @@ class OpenAIBackend:
         start = time.perf_counter()
         reply = self._http.post(endpoint, {**self.extra_body, **body})
         seconds = time.perf_counter() - start
-        choice = _first_choice(reply, self._http.url(endpoint))
+        choice = first_choice(reply, self._http.url(endpoint))
         text = choice.get("text") if endpoint == "/completions" else (choice.get("message") or {}).get("content")
         text, string = split_at_stop(text or "", stop)
         reason, ended = finish_reason(choice, stop, string)
@@ -273,7 +274,7 @@ class OpenAIBackend:
                 "try model.loglikelihood_max_tokens=1)"
             ) from error
         span = continuation_tokens(
-            reply, _first_choice(reply, url), url, len(text), continuation, self.loglikelihood_max_tokens
+            reply, first_choice(reply, url), url, len(text), continuation, self.loglikelihood_max_tokens
         )
         if span.merged:
             with self._http.lock:
@@ -368,49 +369,9 @@ def _fresh_stats() -> dict[str, Any]:
     return {**attempt_stats(), "seconds": 0.0, "boundary_merged_tokens": 0}
 
 
-def finish_reason(choice: dict[str, Any], stop: tuple[str, ...], cut: str | None) -> tuple[str, str | None]:
-    """(finish reason, the stop string) of a choice.
-
-    OpenAI's "stop" covers both an end-of-turn token and a stop string; vLLM
-    tells them apart in `stop_reason` (the string, or null). Where a server
-    says neither and stop strings were asked for, the reason is "stop_or_eos".
-    """
-    if choice.get("finish_reason") == "length":
-        return "length", None
-    server_stop = choice.get("stop_reason")
-    if isinstance(server_stop, str) or cut is not None:
-        return "stop", server_stop if isinstance(server_stop, str) else cut
-    if stop and "stop_reason" not in choice:
-        return "stop_or_eos", None
-    return "eos", None
-
-
-def sampling_fields(decoding: Decoding) -> dict[str, Any]:
-    """Every sampling field of a request, sent even at its default value.
-
-    A server fills what a request omits from the checkpoint's generation config
-    (vLLM's default `--generation-config auto`), which for Qwen-7B-Chat means
-    repetition_penalty 1.1 in a "greedy" run. `top_k` and `repetition_penalty`
-    are extensions of the OpenAI API that vLLM, SGLang and llama.cpp accept.
-    """
-    return {
-        "temperature": decoding.temperature,
-        "top_p": decoding.top_p,
-        "top_k": decoding.top_k or -1,
-        "repetition_penalty": decoding.repetition_penalty,
-    }
-
-
 def _freeze(prompt: Prompt) -> Any:
     return prompt if isinstance(prompt, str) else tuple(tuple(sorted(m.items())) for m in prompt)
 
 
 def _thaw(prompt: Any) -> list[Message]:
     return [dict(m) for m in prompt]
-
-
-def _first_choice(reply: dict[str, Any], url: str) -> dict[str, Any]:
-    choices = reply.get("choices")
-    if not choices or not isinstance(choices[0], dict):
-        raise EvalError(f"{url} answered without choices: {json.dumps(reply)[:300]}")
-    return choices[0]
