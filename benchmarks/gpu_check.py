@@ -54,7 +54,7 @@ from qwen_evals.backends.hf.backend import HFBackend  # noqa: E402
 from qwen_evals.backends.precision import Precision  # noqa: E402
 
 QWEN7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
-TINY = dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+TINY = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 
 
 @dataclass
@@ -193,8 +193,8 @@ def throughput_rows(model: HFBackend, mode: Mode, matmul: float, bandwidth: floa
     seconds = time.perf_counter() - start
     flops = mc_flops(model, questions)
     rows = [Row("throughput MC", f"{len(questions)} questions, 5-shot prefix cached, {mode.precision.name}",
-                f"{len(questions) / seconds:.0f} questions/s; {flops / seconds / 1e12:.1f} TFLOP/s = "
-                f"{flops / seconds / matmul:.0%} of the measured matmul rate ({matmul / 1e12:.0f} TFLOP/s)", "info")]  # fmt: skip
+                f"{len(questions) / seconds:.0f} questions/s; {flops / seconds / 1e9:,.0f} GFLOP/s = "
+                f"{flops / seconds / matmul:.0%} of the measured matmul rate ({matmul / 1e9:,.0f} GFLOP/s)", "info")]  # fmt: skip
     prompts = gen_requests(*mode.gen)
     start = time.perf_counter()
     made = model.generate(prompts)
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     matmul, bandwidth = measured_matmul_rate(mode.device, mode.precision.torch_dtype()), measured_bandwidth(mode.device)
     device = torch.cuda.get_device_name() if mode.device == "cuda" else "CPU"
-    rows = [Row("device", device, f"matmul {matmul / 1e12:.1f} TFLOP/s ({mode.precision.name}), copy {bandwidth / 1e9:.0f} GB/s", "info")]
+    rows = [Row("device", device, f"matmul {matmul / 1e9:,.0f} GFLOP/s ({mode.precision.name}), copy {bandwidth / 1e9:.0f} GB/s", "info")]
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         shaped = random_model(Path(scratch) / "shaped", mode)
         path, label = real_model(mode, shaped)
