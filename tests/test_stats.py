@@ -10,6 +10,7 @@ import pytest
 
 from qwen_evals.core import stats
 from qwen_evals.core.metrics import Metric
+from qwen_evals.core.task import EvalProtocol, Task, protocol_table
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
@@ -106,33 +107,32 @@ def test_holm_leaves_untested_entries_out_of_the_family():
 # ---- every declared metric gets its value, stderr and interval (qwen_evals.core.report) -------------------
 
 
-class ToyTask:
+class ToyTask(Task):
     """A task reduced to what the report reads: its declared metrics."""
 
     name = "toy"
-    protocol = "p"
+    protocols = protocol_table(EvalProtocol("p", "loglikelihood", build=lambda task, sample: []))
 
     def __init__(self, *metrics: Metric) -> None:
+        super().__init__("p")
         self.declared = metrics
+
+    def read_samples(self, limit: int | None = None) -> list:
+        return []
+
+    def score(self, sample, outputs) -> dict:
+        return {}
 
     def metrics(self) -> tuple[Metric, ...]:
         return self.declared
-
-    def summarize(self, records: pd.DataFrame, metrics: dict) -> dict:
-        return {"tables": {}}
-
-    def describe(self) -> dict:
-        return {"protocol": self.protocol}
-
-    def write_artifacts(self, records, out_dir) -> list:
-        return []
 
 
 def summary_of(task: ToyTask, records: pd.DataFrame) -> dict:
     from qwen_evals.backends.fake import FakeBackend
     from qwen_evals.core.report import Report
 
-    return Report(task, FakeBackend(), records, 0.0, "fingerprint").to_summary()
+    fingerprints = dict.fromkeys(("data", "prompts", "generation", "exam"), "fingerprint")
+    return Report(task, FakeBackend(), records, 0.0, fingerprints, generation=[]).to_summary()
 
 
 ACCURACY = Metric("accuracy", "correct", headline=True)
