@@ -31,6 +31,11 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_size: int) -> list
     return batches
 
 
+def causal_pairs(length: int, offset: int = 0) -> int:
+    """Query-key pairs of `length` tokens attending causally to themselves after `offset` earlier ones."""
+    return length * offset + length * (length + 1) // 2
+
+
 def shared_prefix_groups(rows: Sequence[Sequence[int]], min_prefix: int) -> list[tuple[int, list[int]]]:
     """Groups of rows that start with the same `>= min_prefix` tokens, with that prefix length.
 

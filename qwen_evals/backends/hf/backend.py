@@ -1,8 +1,11 @@
 """Local transformers models: the `Backend` that loads a checkpoint and wires its scorer and generator.
 
-Both request kinds are sorted by length, cut into batches under a token budget
-and left-padded, with position ids taken from the attention mask so a padded
-row computes what it would alone (`batcher.py`); log-likelihoods are scored in
+Both request kinds are sorted by length and cut into batches under a token
+budget (`batcher.py`). Where the model has the common decoder layout,
+`decoder.py` runs its modules on packed tokens (no padding in any matmul),
+the scorer reads shared few-shot prefixes once and generation refills slots
+as sequences finish (`refill.py`); other models go through transformers'
+padded forward and `generate`. Log-likelihoods are scored in
 `loglikelihood.py`, generations made in `generation.py`, and what differs
 between transformers versions is in `compat.py`.
 """
@@ -20,6 +23,7 @@ from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM
 from qwen_evals.backends.checkpoints import weights_identity
 from qwen_evals.backends.hf.batcher import Batcher
 from qwen_evals.backends.hf.compat import ModelCompat
+from qwen_evals.backends.hf.decoder import Decoder
 from qwen_evals.backends.hf.generation import Generator
 from qwen_evals.backends.hf.loading import (
     context_length,
@@ -28,6 +32,7 @@ from qwen_evals.backends.hf.loading import (
     local_files_fingerprint,
 )
 from qwen_evals.backends.hf.loglikelihood import LogLikelihoodScorer
+from qwen_evals.backends.hf.scoring_forward import PackedForward, PaddedForward
 from qwen_evals.backends.memory import MemoryMeter
 from qwen_evals.backends.precision import Precision
 from qwen_evals.backends.prompting import PromptEncoder
@@ -55,7 +60,8 @@ class HFBackend:
         max_batch_size: int = 64,
         reuse_prefix: bool = True,
         min_prefix_tokens: int = 32,
-        generation_engine: str = "static",
+        packed: bool = True,
+        generation_engine: str = "auto",
         system_prompt: str | None = QWEN_DEFAULT_SYSTEM,
         generation_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -95,10 +101,17 @@ class HFBackend:
         )  # fmt: skip
         self.batcher = Batcher(max_batch_tokens, max_batch_size, pad_id, next(self.model.parameters()).device)
         compat = ModelCompat(self.model)
-        self.scorer = LogLikelihoodScorer(self.model, compat, self.prompts, self.batcher, reuse_prefix, min_prefix_tokens)
+        self.decoder = Decoder.of(self.model) if packed else None
+        if self.decoder is not None:
+            forward: PackedForward | PaddedForward = PackedForward(self.decoder)
+        else:
+            forward = PaddedForward(self.model, compat, self.batcher)
+            # Prefix reuse on the padded path needs logit slicing and transformers' own cache classes.
+            reuse_prefix = reuse_prefix and compat.slices_logits
+        self.scorer = LogLikelihoodScorer(forward, self.prompts, self.batcher, reuse_prefix, min_prefix_tokens)
         self.generator = Generator(
             self.model, self.prompts, self.batcher, generation_engine, self.max_length, self.generation_kwargs,
-            compat.continuous_batching,
+            compat.continuous_batching, self.decoder,
         )  # fmt: skip
 
     @staticmethod
@@ -181,8 +194,13 @@ class HFBackend:
             "prompt_encoding": self.prompts.encoding,
             "max_length": self.max_length,
             "generation_engine": self.generation_engine,
+            "scoring_forward": self.scoring_forward,
             "generation_kwargs": self.generation_kwargs,
         }
+
+    @property
+    def scoring_forward(self) -> str:
+        return "packed" if self.decoder is not None else "padded"
 
     @contextmanager
     def one_at_a_time(self) -> Iterator[None]:
@@ -198,6 +216,8 @@ class HFBackend:
             "max_length": self.max_length,
             **self.prompts.describe(),
             "max_batch_tokens": self.batcher.max_batch_tokens,
+            "scoring_forward": self.scoring_forward,
+            "generation_engine": self.generator.engine,
             "generation_kwargs": self.generation_kwargs,
             "generation": {
                 "settings": self.generator.effective,

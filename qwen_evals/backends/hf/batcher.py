@@ -26,9 +26,16 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.pad_id = pad_id
         self.device = device
-        self.stats: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "batch_sizes": {}, "oom_splits": 0}
+        self.stats: dict[str, Any] = {
+            "tokens": 0, "attended_pairs": 0, "logit_rows": 0, "seconds": 0.0, "batch_sizes": {}, "oom_splits": 0,
+        }  # fmt: skip
+        """tokens run through the layers, query-key pairs their attention needed, positions the LM head ran at:
+        the work a run needed (padding excluded), from which benchmarks/ counts FLOPs."""
 
-    def progress(self, total: int, label: str) -> tqdm:
+    def progress(self, total: int, label: str, plan: str | None = None) -> tqdm:
+        """A progress bar over `total` requests, after a line saying what work they are (`plan`)."""
+        if plan is not None:
+            tqdm.write(f"{label}: {plan}")
         return tqdm(total=total, desc=label, unit="req", dynamic_ncols=True)
 
     def left_pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,9 +80,11 @@ class Batcher:
         self.stats["seconds"] += time.perf_counter() - start
         return results
 
-    def count(self, tokens: int, seconds: float = 0.0) -> None:
+    def count(self, tokens: int, seconds: float = 0.0, attended: int = 0, logit_rows: int = 0) -> None:
         self.stats["tokens"] += tokens
         self.stats["seconds"] += seconds
+        self.stats["attended_pairs"] += attended
+        self.stats["logit_rows"] += logit_rows
 
     @contextmanager
     def one_at_a_time(self) -> Iterator[None]:

@@ -1,39 +1,65 @@
 """Log-likelihood scoring on a transformers model: logits only where they are read, shared prefixes encoded once.
 
-Continuations of one token (multiple-choice letters " A".." D") that share a
-context cost one forward whose last position is read for each of them; a
-few-shot prefix shared by many contexts is encoded once and its KV cache
-reused for every question. Other continuations go through the general path
-that reads every continuation position.
+Requests become rows: continuations of one token (multiple-choice letters
+" A".." D") that share a context are one row whose last position is read for
+each of them; a longer continuation is a row of its own, fed its context and
+all its tokens but the last, whose last positions are read. Rows that start
+with the same few-shot prefix form a group: the prefix is encoded once and
+its keys and values serve every row of the group, in batches under the token
+budget. How a batch of rows is run is the forward's business
+(`scoring_forward.py`): packed through `Decoder` where the model allows it,
+else transformers' padded forward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
 
-from qwen_evals.backends.batching import shared_prefix_groups
+from qwen_evals.backends.batching import causal_pairs, shared_prefix_groups
 from qwen_evals.backends.hf.batcher import Batcher
-from qwen_evals.backends.hf.compat import ModelCompat
 from qwen_evals.backends.prompting import PromptEncoder
 from qwen_evals.core.types import LogLikelihood, LogLikelihoodResult
+
+WINDOW = 4096
+"""Requests tokenized and scored at a time: the token lists of a huge call never all live at once."""
+
+
+class ScoringForward(Protocol):
+    def prefix(self, tokens: list[int]) -> Any:
+        """Keys and values of a shared prefix, for `logprobs(prefix=...)`."""
+        ...
+
+    def logprobs(self, rows: list[list[int]], reads: list[int], prefix: Any, offset: int) -> torch.Tensor:
+        """float32 log-softmax at the last `reads[i]` positions of each row, rows after rows: (sum(reads), vocab)."""
+        ...
+
+
+@dataclass
+class Row:
+    """Tokens fed to the model once, and the continuations read from its last positions."""
+
+    tokens: list[int]
+    targets: list[list[int]] = field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        return max(len(t) for t in self.targets)
 
 
 class LogLikelihoodScorer:
     def __init__(
-        self, model: Any, compat: ModelCompat, prompts: PromptEncoder, batcher: Batcher, reuse_prefix: bool, min_prefix_tokens: int
+        self, forward: ScoringForward, prompts: PromptEncoder, batcher: Batcher, reuse_prefix: bool, min_prefix_tokens: int
     ) -> None:
-        self.model = model
-        self.compat = compat
+        self.forward = forward
         self.prompts = prompts
         self.batcher = batcher
-        # Prefix reuse needs logit slicing and transformers' own cache classes.
-        self.reuse_prefix = reuse_prefix and compat.slices_logits
+        self.reuse_prefix = reuse_prefix
         self.min_prefix_tokens = min_prefix_tokens
 
     @contextmanager
@@ -46,106 +72,100 @@ class LogLikelihoodScorer:
 
     @torch.inference_mode()
     def __call__(self, requests: Sequence[LogLikelihood]) -> list[LogLikelihoodResult]:
+        results: list[LogLikelihoodResult] = []
+        with self.batcher.progress(len(requests), "loglikelihood") as bar:
+            for start in range(0, len(requests), WINDOW):
+                window = requests[start : start + WINDOW]
+                label = f"requests {start + 1:,}-{start + len(window):,} of {len(requests):,}"
+                results += self._window(window, label, bar)
+        return results
+
+    def _window(self, requests: Sequence[LogLikelihood], label: str, bar: tqdm) -> list[LogLikelihoodResult]:
         encoded: dict[str, list[int]] = {}
-        pairs = [self.prompts.split(r, encoded) for r in requests]
-        results: list[LogLikelihoodResult | None] = [None] * len(requests)
-        by_context: dict[tuple[int, ...], list[int]] = {}
-        multi = []
-        for index, (context, continuation) in enumerate(pairs):
+        rows: list[Row] = []
+        single: dict[tuple[int, ...], int] = {}
+        places, context_tokens = [], []
+        for request in requests:
+            context, continuation = self.prompts.split(request, encoded)
             if len(continuation) == 1:
-                by_context.setdefault(tuple(context), []).append(index)
+                index = single.setdefault(tuple(context), len(rows))
+                if index == len(rows):
+                    rows.append(Row(context))
             else:
-                multi.append(index)
-        contexts = [list(c) for c in by_context]
-        with self.batcher.progress(len(contexts) + len(multi), "loglikelihood") as bar:
-            wanted = [[pairs[i][1][0] for i in by_context[tuple(c)]] for c in contexts]
-            for context, token_results in zip(contexts, self._next_tokens(contexts, wanted, bar)):
-                for index, result in zip(by_context[tuple(context)], token_results):
-                    results[index] = result
-            rows = [pairs[i][0] + pairs[i][1] for i in multi]
-            continuations = [pairs[i][1] for i in multi]
-            for index, result in zip(multi, self._continuations(rows, continuations, bar)):
-                results[index] = result
-        return [replace(r, context_tokens=len(context)) for r, (context, _) in zip(results, pairs)]  # type: ignore[arg-type]
+                index = len(rows)
+                rows.append(Row(context + continuation[:-1]))
+            places.append((index, len(rows[index].targets)))
+            rows[index].targets.append(continuation)
+            context_tokens.append(len(context))
+        groups = self._groups(rows)
+        tokens = sum(len(r.tokens) for r in rows)
+        to_run = tokens - sum(n * (len(m) - 1) for n, m in groups if len(m) > 1)
+        bar.write(f"loglikelihood {label}: {len(rows):,} contexts, {tokens:,} prompt tokens, {to_run:,} to run (shared prefixes once)")
+        scored = self._score(rows, groups, bar)
+        return [replace(scored[r][t], context_tokens=n) for (r, t), n in zip(places, context_tokens)]
 
-    def _continuations(self, rows: list[list[int]], continuations: list[list[int]], bar: tqdm) -> list[LogLikelihoodResult]:
-        def run(batch: list[int]) -> list[LogLikelihoodResult]:
-            ids, mask, positions = self.batcher.left_pad([rows[i] for i in batch])
-            keep = max(len(continuations[i]) for i in batch) + 1
-            logprobs = self._logprobs(ids, mask, positions, keep)[:, :-1]
-            out = []
-            for row, i in enumerate(batch):
-                target = torch.tensor(continuations[i], device=logprobs.device)
-                scores = logprobs[row, -len(target) :]
-                picked = scores.gather(-1, target[:, None]).squeeze(-1)
-                out.append(LogLikelihoodResult(float(picked.sum()), bool((scores.argmax(-1) == target).all())))
-            return out
+    def _groups(self, rows: list[Row]) -> list[tuple[int, list[int]]]:
+        """Rows sharing a prefix of that many tokens (0: none shared)."""
+        if not self.reuse_prefix:
+            return [(0, list(range(len(rows))))]
+        # A row's read positions stay out of the prefix: their logits are needed.
+        return shared_prefix_groups([r.tokens[: len(r.tokens) - r.read + 1] for r in rows], self.min_prefix_tokens)
 
-        return self.batcher.run(rows, 0, run, bar)
-
-    def _next_tokens(self, contexts: list[list[int]], wanted: list[list[int]], bar: tqdm) -> list[list[LogLikelihoodResult]]:
-        """For each context, the log-prob of each wanted next token, reusing shared prefixes."""
-        results: list[list[LogLikelihoodResult]] = [[] for _ in contexts]
-        if self.reuse_prefix:
-            groups = shared_prefix_groups(contexts, self.min_prefix_tokens)
-        else:
-            groups = [(0, list(range(len(contexts))))]
+    def _score(self, rows: list[Row], groups: list[tuple[int, list[int]]], bar: tqdm) -> list[list[LogLikelihoodResult]]:
+        results: list[list[LogLikelihoodResult]] = [[] for _ in rows]
         for prefix_len, members in groups:
-            chosen = [wanted[i] for i in members]
-            if prefix_len and len(members) > 1:
-                prefix = contexts[members[0]][:prefix_len]
-                scored = self._after_prefix(prefix, [contexts[i][prefix_len:] for i in members], chosen, bar)
-            else:
-                scored = self._plain([contexts[i] for i in members], chosen, bar)
-            for index, result in zip(members, scored):
+            if len(members) == 1:
+                prefix_len = 0
+            prefix = self._prefix(rows[members[0]].tokens[:prefix_len], len(members)) if prefix_len else None
+            suffixes = [rows[i].tokens[prefix_len:] for i in members]
+
+            def run(batch: list[int], members=members, suffixes=suffixes, prefix=prefix, offset=prefix_len):
+                chosen = [rows[members[j]] for j in batch]
+                logprobs = self.forward.logprobs([suffixes[j] for j in batch], [r.read for r in chosen], prefix, offset)
+                lengths = [len(suffixes[j]) for j in batch]
+                self.batcher.count(
+                    sum(lengths), attended=sum(causal_pairs(n, offset) for n in lengths), logit_rows=sum(r.read for r in chosen)
+                )
+                bar.update(sum(len(r.targets) for r in chosen) - len(batch))  # the batcher counts rows
+                return pick(logprobs, chosen)
+
+            for index, result in zip(members, self.batcher.run(suffixes, prefix_len, run, bar)):
                 results[index] = result
         return results
 
-    def _plain(self, rows: list[list[int]], wanted: list[list[int]], bar: tqdm) -> list[list[LogLikelihoodResult]]:
-        def run(batch: list[int]) -> list[list[LogLikelihoodResult]]:
-            ids, mask, positions = self.batcher.left_pad([rows[i] for i in batch])
-            last = self._logprobs(ids, mask, positions, 1)[:, -1]
-            return [_pick(last[row], wanted[i]) for row, i in enumerate(batch)]
-
-        return self.batcher.run(rows, 0, run, bar)
-
-    def _after_prefix(
-        self, prefix: list[int], suffixes: list[list[int]], wanted: list[list[int]], bar: tqdm
-    ) -> list[list[LogLikelihoodResult]]:
-        """Encode `prefix` once, then run the suffixes in batches on top of its KV cache.
-
-        Suffixes are left-padded *after* the prefix (prefix, pads, suffix), with
-        the pads masked out and positions continuing from the prefix, so every
-        row ends at the last position and reads one logit row.
-        """
-        prefix_ids = torch.tensor([prefix], device=self.batcher.device)
-        output = self.model(input_ids=prefix_ids, use_cache=True, **self.compat.forward_kwargs(keep=1))
-        kv = self.compat.layer_tensors(self.compat.cache_of(output))
-        self.batcher.count(len(prefix))
+    def _prefix(self, tokens: list[int], users: int) -> Any:
+        kv = self.forward.prefix(tokens)
+        self.batcher.count(len(tokens), attended=causal_pairs(len(tokens)))
         stats = self.batcher.stats
-        stats["prefix_tokens_reused"] = stats.get("prefix_tokens_reused", 0) + len(prefix) * (len(suffixes) - 1)
-
-        def run(batch: list[int]) -> list[list[LogLikelihoodResult]]:
-            ids, mask, positions = self.batcher.left_pad([suffixes[i] for i in batch])
-            size = len(batch)
-            cache = self.compat.cache_from([(k.expand(size, -1, -1, -1), v.expand(size, -1, -1, -1)) for k, v in kv])
-            full_mask = torch.cat([torch.ones((size, len(prefix)), dtype=mask.dtype, device=mask.device), mask], dim=1)
-            last = self._logprobs(ids, full_mask, positions + len(prefix), 1, cache, counted=mask)[:, -1]
-            return [_pick(last[row], wanted[i]) for row, i in enumerate(batch)]
-
-        return self.batcher.run(suffixes, len(prefix), run, bar)
-
-    def _logprobs(self, ids, mask, positions, keep: int, cache=None, counted=None) -> torch.Tensor:
-        """float32 log-softmax over the last `keep` positions."""
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=cache is not None,
-            **self.compat.forward_kwargs(keep=keep, cache=cache),
-        ).logits  # fmt: skip
-        self.batcher.count(int((mask if counted is None else counted).sum()))
-        return torch.log_softmax(logits[:, -keep:].float(), dim=-1)
+        stats["prefix_tokens_reused"] = stats.get("prefix_tokens_reused", 0) + len(tokens) * (users - 1)
+        return kv
 
 
-def _pick(logprobs: torch.Tensor, tokens: list[int]) -> list[LogLikelihoodResult]:
-    """Results for single-token continuations from one next-token distribution."""
-    best = int(logprobs.argmax())
-    return [LogLikelihoodResult(float(logprobs[t]), t == best) for t in tokens]
+def pick(logprobs: torch.Tensor, rows: list[Row]) -> list[list[LogLikelihoodResult]]:
+    """Each target's summed log-prob and whether every token was the argmax, from the rows' read positions.
+
+    `logprobs` holds each row's last `row.read` positions, rows after rows; a
+    target of n tokens is scored on its row's last n positions.
+    """
+    positions, tokens, owners = [], [], []
+    end, count = 0, 0
+    for row in rows:
+        end += row.read
+        for target in row.targets:
+            positions += range(end - len(target), end)
+            tokens += target
+            owners += [count] * len(target)
+            count += 1
+    device = logprobs.device
+    positions_t, tokens_t = torch.tensor(positions, device=device), torch.tensor(tokens, device=device)
+    owners_t = torch.tensor(owners, device=device)
+    picked = logprobs[positions_t, tokens_t]
+    sums = torch.zeros(count, dtype=picked.dtype, device=device).index_add_(0, owners_t, picked)
+    misses = (logprobs.argmax(-1)[positions_t] != tokens_t).to(picked.dtype)
+    greedy = torch.zeros(count, dtype=picked.dtype, device=device).index_add_(0, owners_t, misses) == 0
+    flat = [LogLikelihoodResult(s, g) for s, g in zip(sums.tolist(), greedy.tolist())]
+    out, start = [], 0
+    for row in rows:
+        out.append(flat[start : start + len(row.targets)])
+        start += len(row.targets)
+    return out

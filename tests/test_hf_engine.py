@@ -1,0 +1,128 @@
+"""The packed engine (decoder.py, attention.py, refill.py) against transformers' own forward and generate."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwen_evals.backends.hf.backend import HFBackend
+from qwen_evals.backends.hf.decoder import unsupported_reason
+from qwen_evals.backends.precision import Precision
+from qwen_evals.core.errors import EvalError
+from qwen_evals.core.types import Decoding, Generate
+from tests.test_hf_backend import PROMPTS, few_shot_requests, loglik_requests
+
+FP32 = Precision("fp32", "float32")
+FACTS = ("text", "finish_reason", "stop", "prompt_tokens", "generated_tokens")
+
+
+def backend(path, **kwargs) -> HFBackend:
+    return HFBackend(name="tiny", path=str(path), precision=FP32, device_map=None, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def packed(tiny_qwen2) -> HFBackend:
+    return backend(tiny_qwen2, max_batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def padded(tiny_qwen2) -> HFBackend:
+    return backend(tiny_qwen2, packed=False, generation_engine="static", max_batch_size=3)
+
+
+def many_prompts() -> list[str]:
+    """More prompts than slots, of very different lengths, so slots are refilled and compacted."""
+    return PROMPTS + [f"Count with me: {' '.join(str(i) for i in range(n))}" for n in (3, 40, 11, 70)]
+
+
+def facts(generations) -> list[list]:
+    return [[getattr(g, f) for f in FACTS] for g in generations]
+
+
+def test_the_tiny_model_runs_packed_and_refilled(packed, padded):
+    assert packed.describe()["scoring_forward"] == "packed" and packed.generator.engine == "refill"
+    assert padded.describe()["scoring_forward"] == "padded" and padded.generator.engine == "static"
+
+
+def test_packed_scores_equal_the_padded_transformers_forward(packed, padded):
+    requests = loglik_requests() + few_shot_requests()
+    ours, theirs = packed.loglikelihood(requests), padded.loglikelihood(requests)
+    assert packed.stats["prefix_tokens_reused"] > 0
+    for a, b in zip(ours, theirs):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert (a.is_greedy, a.context_tokens) == (b.is_greedy, b.context_tokens)
+
+
+@pytest.mark.parametrize("decoding", [Decoding(), Decoding(repetition_penalty=1.3)], ids=["greedy", "penalty"])
+def test_refilled_slots_generate_what_transformers_generate_does(packed, padded, decoding):
+    requests = [Generate(p, max_new_tokens=n, decoding=decoding) for p in many_prompts() for n in (5, 17)]
+    ours, theirs = packed.generate(requests), padded.generate(requests)
+    assert facts(ours) == facts(theirs)
+    assert packed.stats["refill"]["slots"] == 3 and packed.stats["refill"]["prefills"] > 1  # refilled, not one static batch
+
+
+def test_finished_sequences_stop_costing_compute(tiny_qwen2):
+    engine = backend(tiny_qwen2, max_batch_size=4)
+    made = engine.generate([Generate(p, max_new_tokens=n) for p, n in zip(many_prompts(), (2, 30, 9, 1, 25, 4, 13, 30))])
+    # Each sequence is fed to a decoding step once per token it generated after the first: no padding,
+    # no finished rows carried along.
+    refill = engine.stats["refill"]
+    assert refill["decoded_tokens"] == sum(g.generated_tokens - 1 for g in made)
+    assert refill["decode_steps"] < refill["decoded_tokens"]
+
+
+def test_sampling_with_top_k_1_is_greedy(packed):
+    prompts = many_prompts()[:5]
+    greedy = packed.generate([Generate(p, max_new_tokens=12) for p in prompts])
+    sampled = packed.generate([Generate(p, max_new_tokens=12, decoding=Decoding(temperature=0.7, top_k=1)) for p in prompts])
+    assert facts(sampled) == facts(greedy)
+
+
+def test_stop_strings_end_refilled_sequences_early(packed):
+    free = packed.generate([Generate(p, max_new_tokens=20) for p in many_prompts()])
+    stop = free[1].text[3:5]
+    cut = packed.generate([Generate(p, max_new_tokens=20, stop=(stop,)) for p in many_prompts()])
+    for full, short in zip(free, cut):
+        if stop in full.text:
+            assert (short.text, short.finish_reason, short.stop) == (full.text[: full.text.index(stop)], "stop", stop)
+            assert short.generated_tokens < full.generated_tokens
+        else:
+            assert facts([short]) == facts([full])
+
+
+def test_unsupported_layouts_fall_back_to_transformers(tiny_qwen2, tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, use_sliding_window=True, sliding_window=8, max_window_layers=0,
+    )  # fmt: skip
+    model = Qwen2ForCausalLM(config)
+    assert unsupported_reason(model) == "sliding-window attention"
+    model.save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tiny_qwen2 / name).read_bytes())
+    fallback = backend(tmp_path)
+    assert (fallback.describe()["scoring_forward"], fallback.generator.engine) == ("padded", "static")
+    with pytest.raises(EvalError, match="refill cannot run this model: sliding-window"):
+        backend(tmp_path, generation_engine="refill")
+
+
+def test_one_at_a_time_runs_one_slot(packed):
+    requests = [Generate(p, max_new_tokens=6) for p in many_prompts()]
+    with packed.one_at_a_time():
+        before = dict(packed.stats["refill"])
+        alone = packed.generate(requests)
+        after = packed.stats["refill"]
+        # One live sequence a step.
+        assert after["decode_steps"] - before["decode_steps"] == after["decoded_tokens"] - before["decoded_tokens"]
+    assert facts(alone) == facts(packed.generate(requests))
+
+
+def test_prefix_keys_are_read_not_recomputed(tiny_qwen2):
+    """A group's rows see the prefix through its cached keys: the same scores as whole contexts, fewer tokens run."""
+    requests = few_shot_requests()
+    reused = backend(tiny_qwen2)
+    plain = backend(tiny_qwen2, reuse_prefix=False)
+    a, b = reused.loglikelihood(requests), plain.loglikelihood(requests)
+    assert [r.logprob for r in a] == pytest.approx([r.logprob for r in b], abs=1e-4)
+    assert reused.stats["tokens"] + reused.stats["prefix_tokens_reused"] == plain.stats["tokens"]
