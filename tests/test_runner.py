@@ -74,3 +74,13 @@ def test_the_protocol_decides_decoding_and_the_summary_records_it(shared_data):
     assert greedy.to_summary()["decoding"] == {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
     base = evaluate(MMLU("base_5shot", "val", str(shared_data / "mmlu"), subjects=["anatomy"]), FakeBackend(), limit=1)
     assert base.to_summary()["decoding"] is None  # log-likelihood protocols decode nothing
+
+
+def test_the_canary_is_a_small_share_of_the_run(shared_data):
+    task = MMLU("base_5shot", "val", str(shared_data / "mmlu"), subjects=["anatomy"])  # 14 samples
+    backend = FakeBackend()
+    report = evaluate(task, backend, canary=8, canary_share=0.1)
+    assert report.summary["batch_invariance"]["n"] == 1  # 10% of 14 samples, at least one
+    assert backend.calls == [("loglikelihood", 14 * 4), ("loglikelihood", 1 * 4)]
+    big = evaluate(MMLU("base_5shot", "val", str(shared_data / "mmlu")), FakeBackend(), canary=8, canary_share=0.1)
+    assert big.summary["batch_invariance"]["n"] == 8  # 10% of 1,531 samples, capped at 8

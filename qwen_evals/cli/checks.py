@@ -63,6 +63,9 @@ def _whole(value: Any, name: str, minimum: int) -> int:
 def check_values(cfg: DictConfig) -> None:
     check_limit(cfg.limit)
     _whole(cfg.canary, "canary", 0)
+    share = cfg.canary_share
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise EvalError(f"canary_share={share!r} must be a number above 0 and at most 1")
     _whole(cfg.resume_chunk, "resume_chunk", 1)
     count = _whole(cfg.shard.count, "shard.count", 1)
     index = _whole(cfg.shard.index, "shard.index", 0)

@@ -101,10 +101,10 @@ def run(cfg: DictConfig) -> dict | None:
             shards = FileShards(
                 out_dir / "shards", cfg.shard.index, cfg.shard.count, context.id, json_sha256([context.setup, backend.identity()])
             )
-            report = evaluate(task, backend, limit=cfg.limit, canary=cfg.canary, shard=(cfg.shard.index, cfg.shard.count), gather=shards.gather)
+            report = evaluate(task, backend, limit=cfg.limit, canary=cfg.canary, canary_share=cfg.canary_share, shard=(cfg.shard.index, cfg.shard.count), gather=shards.gather)
             context.shards = shards.merged
         else:  # one process, or torchrun / accelerate launch ranks gathered on rank 0
-            report = evaluate(task, backend, limit=cfg.limit, canary=cfg.canary, shard=(rank, world))
+            report = evaluate(task, backend, limit=cfg.limit, canary=cfg.canary, canary_share=cfg.canary_share, shard=(rank, world))
     if report is None:
         print(f"shard done (run {context.id}); another process writes {out_dir}")
         return None

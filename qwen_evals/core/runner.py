@@ -41,6 +41,7 @@ def evaluate(
     *,
     limit: int | None = None,
     canary: int = 0,
+    canary_share: float = 1.0,
     shard: tuple[int, int] = (0, 1),
     gather: Callable[[list[Any], str], list[Any] | None] = gather_to_rank0,
 ) -> Report | None:
@@ -49,6 +50,8 @@ def evaluate(
     `canary` > 0 re-runs the first `canary` samples one request at a time and
     reports any sample whose result changed: batching, padding and sorting must
     never change an answer, and this is how a run shows that they did not.
+    At most `canary_share` of this process's samples (at least one) are re-run,
+    so the check stays a small part of a small run.
     `shard=(index, count)` with count > 1 runs this process's share of the
     samples; `gather(rows, exam fingerprint)` collects every share's rows (see
     qwen_evals.core.distributed) and the process that gets them returns the
@@ -81,7 +84,7 @@ def evaluate(
     records = pd.DataFrame(rows)
     canary_check = None
     if canary > 0:
-        chosen = mine[:canary]
+        chosen = mine[: canary_size(canary, canary_share, len(mine))]
         canary_check = _batch_invariance(
             task, backend, [samples[i] for i in chosen], [per_sample[i] for i in chosen], outputs[: len(chosen)]
         )
@@ -95,6 +98,11 @@ def evaluate(
         limit=limit,
         batch_invariance=canary_check,
     )
+
+
+def canary_size(most: int, share: float, samples: int) -> int:
+    """Samples the canary re-runs: at most `most`, and at most `share` of the run's `samples` but at least one."""
+    return min(most, max(1, int(share * samples)))
 
 
 def _run_all(backend: Backend, per_sample: list[list[Request]]) -> list[list[Generation | LogLikelihoodResult]]:
