@@ -126,3 +126,25 @@ def test_prefix_keys_are_read_not_recomputed(tiny_qwen2):
     a, b = reused.loglikelihood(requests), plain.loglikelihood(requests)
     assert [r.logprob for r in a] == pytest.approx([r.logprob for r in b], abs=1e-4)
     assert reused.stats["tokens"] + reused.stats["prefix_tokens_reused"] == plain.stats["tokens"]
+
+
+def test_the_paged_cache_of_continuous_batching_is_sized_by_the_run_not_the_free_memory(packed):
+    """Left to transformers, the CPU cache and its masks are sized from free RAM (a ~15 GB test process)."""
+    generator = packed.generator
+    small = generator._paged_cache_size([[1] * 40, [1] * 90], max_new=30)
+    assert small.num_blocks * small.page_size >= 90 + 30  # the longest sequence fits
+    assert small.num_blocks * small.page_size < 40 + 90 + 2 * 30 + small.page_size  # and not much more than all of them
+    huge = generator._paged_cache_size([[1] * 500] * 10_000, max_new=256)
+    assert huge.num_blocks * huge.page_size <= packed.batcher.max_batch_tokens + huge.page_size
+    assert huge.max_batch_tokens <= packed.batcher.max_batch_tokens
+
+
+def test_dynamic_rope_scaling_runs_on_transformers_forward():
+    """Dynamic NTK scales positions by the longest sequence of a forward: packing would change a row's rope."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
+    )  # fmt: skip
+    assert unsupported_reason(LlamaForCausalLM(config)).startswith("dynamic RoPE scaling")
