@@ -70,10 +70,16 @@ def mc_requests(data_dir: Path, n: int) -> tuple[list[LogLikelihood], list[str]]
     return requests, [s.id for s in samples]
 
 
-def gen_prompts(data_dir: Path, n: int, backend: HFBackend) -> list[str]:
-    """The task's chat_0shot requests, rendered to text by our chat format so both harnesses get the same string."""
+def gen_prompts(data_dir: Path, n: int, backend: HFBackend) -> tuple[list, list[str]]:
+    """The task's chat_0shot prompts (for this suite) and their text rendered by its chat format (for lm-eval).
+
+    lm-eval tokenizes the text with its special tokens parsed, which gives the
+    ids the suite's chat format encodes; the suite itself is given the chat
+    prompt, since it reads special-token spellings in plain text as text.
+    """
     task = GSM8K("chat_0shot", data_dir=str(data_dir / "gsm8k"))
-    return [backend.render(task.requests(s)[0].prompt) for s in task.load(limit=n)]
+    chats = [task.requests(s)[0].prompt for s in task.load(limit=n)]
+    return chats, [backend.render(c) for c in chats]
 
 
 def run_lm_eval(args: argparse.Namespace, kind: str, batch_size: int, requests: list) -> dict:
@@ -128,7 +134,7 @@ def bench_mc(args, backend: HFBackend, shapes: ModelShapes, limits: dict) -> dic
 
 
 def bench_gen(args, backend: HFBackend, shapes: ModelShapes, limits: dict) -> dict:
-    prompts = gen_prompts(args.data_dir, args.n_gen, backend)
+    prompts, rendered = gen_prompts(args.data_dir, args.n_gen, backend)
     before = copy.deepcopy(backend.stats)
     made, timing = timed(lambda: backend.generate([Generate(p, max_new_tokens=args.max_new) for p in prompts]))
     ours = [g.text for g in made]
@@ -143,7 +149,7 @@ def bench_gen(args, backend: HFBackend, shapes: ModelShapes, limits: dict) -> di
         delta = {k: refill[k] - before.get("refill", {}).get(k, 0) for k in refill if k != "slots"}
         report_["ours"]["decode"] = {**decode_bytes(shapes, delta), "slots": refill["slots"]}
     for batch_size in args.lm_eval_batch_sizes:
-        theirs = run_lm_eval(args, "generate_until", batch_size, [[p, args.max_new] for p in prompts])
+        theirs = run_lm_eval(args, "generate_until", batch_size, [[p, args.max_new] for p in rendered])
         report_[f"lm_eval_bs{batch_size}"] = {
             "seconds": theirs["seconds"], "cpu_seconds": theirs["cpu_seconds"], "load_average": theirs["load_average"],
             "agreement": sum(a == b for a, b in zip(ours, theirs["outputs"])),
