@@ -148,3 +148,12 @@ def test_dynamic_rope_scaling_runs_on_transformers_forward():
         rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
     )  # fmt: skip
     assert unsupported_reason(LlamaForCausalLM(config)).startswith("dynamic RoPE scaling")
+
+
+def test_bf16_rows_over_a_shared_prefix_score_as_transformers_does(tiny_qwen2):
+    """The prefix and own-row attention are merged in float32 and handed back in the model's dtype."""
+    bf16 = Precision("bf16", "bfloat16")
+    requests = few_shot_requests()
+    ours = HFBackend(name="tiny", path=str(tiny_qwen2), precision=bf16, device_map=None).loglikelihood(requests)
+    theirs = HFBackend(name="tiny", path=str(tiny_qwen2), precision=bf16, device_map=None, packed=False).loglikelihood(requests)
+    assert [r.logprob for r in ours] == pytest.approx([r.logprob for r in theirs], rel=0.02, abs=0.05)

@@ -110,8 +110,10 @@ class RowsAttention:
         own_k, own_v = (self._grid(x).repeat_interleave(group, 1) for x in (k, v))
         own, own_lse = flash(self._grid(q), own_k, own_v, is_causal=True)
         own, own_lse = self._packed(own), self._packed(own_lse[..., None])[..., 0]  # (T, heads, d), (T, heads)
-        share = torch.sigmoid(prefix_lse[0].t() - own_lse)[..., None]
-        return own + (on_prefix[0].transpose(0, 1) - own) * share
+        # The log-sum-exps are float32 whatever the model's dtype: merge in float32, hand back the model's.
+        share = torch.sigmoid(prefix_lse[0].t().float() - own_lse.float())[..., None]
+        own = own.float()
+        return (own + (on_prefix[0].transpose(0, 1).float() - own) * share).to(q.dtype)
 
 
 def record_into(store: KeyValues) -> Callable[[int, torch.Tensor, torch.Tensor], None]:
