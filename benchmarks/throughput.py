@@ -12,8 +12,10 @@ memory bandwidth in the same run, counts the FLOPs each harness's method needs
 measured matmul rate for each, plus bytes per decoding step for the suite.
 Everything lands in --out as JSON.
 
-    python benchmarks/throughput.py --model /work/bench/smollm2-hf --threads 2 \\
-        --lm-eval-python /work/bench/lmeval-venv/bin/python
+    python benchmarks/throughput.py --model ../bench/smollm2-hf --threads 2 \\
+        --lm-eval-python ../bench/lmeval-venv/bin/python
+
+(an fp32 HF folder of SmolLM2-135M-Instruct and a venv with lm-eval[hf]; see BENCHMARKS.md)
 """
 
 from __future__ import annotations
