@@ -9,14 +9,9 @@ from qwen_evals.backends.hf.decoder import unsupported_reason
 from qwen_evals.backends.precision import Precision
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.types import Decoding, Generate
-from tests.test_hf_backend import PROMPTS, few_shot_requests, loglik_requests
+from tests.test_hf_backend import PROMPTS, backend, few_shot_requests, loglik_requests
 
-FP32 = Precision("fp32", "float32")
 FACTS = ("text", "finish_reason", "stop", "prompt_tokens", "generated_tokens")
-
-
-def backend(path, **kwargs) -> HFBackend:
-    return HFBackend(name="tiny", path=str(path), precision=FP32, device_map=None, **kwargs)
 
 
 @pytest.fixture(scope="module")
