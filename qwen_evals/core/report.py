@@ -55,7 +55,7 @@ class Report:
         precision = self.backend.precision
         return {
             "schema_version": SCHEMA_VERSION,
-            "run": run_block(context or RunContext(), self.task, self.backend, self.limit, self.generation),
+            "run": run_block(context or RunContext(), self.task, self.backend, model, self.limit, self.generation),
             "task": self.task.name,
             **self.task.describe(),
             "decoding": asdict(self.task.decoding) if self.task.spec.kind == "generate" else None,

@@ -58,11 +58,16 @@ def default_label(checkpoint: dict[str, Any], backend_name: str) -> str:
 
 
 def run_block(
-    context: RunContext, task: Task, backend: Backend, limit: int | None, generation: list[dict[str, Any]]
+    context: RunContext,
+    task: Task,
+    backend: Backend,
+    described: dict[str, Any],
+    limit: int | None,
+    generation: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    """`described` is the backend's `describe()`, taken once for the whole summary."""
     checkpoint = backend.checkpoint()
     restrictions = task.restrictions()
-    described = backend.describe()
     block: dict[str, Any] = {
         "id": context.id,
         "model": {
