@@ -17,7 +17,8 @@ NF4 on the CPU backend of bitsandbytes, tiny shapes (what CI runs).
 An answer that differs counts as a disagreement unless the reference's own
 margin between the two answers is a numerical near-tie: within twice the 95th
 percentile of the log-prob differences between the two implementations. The
-largest difference must stay under a bound (0.25 nats in bf16, 1e-3 in fp32).
+largest difference must stay under a bound (0.25 nats in bf16 on SmolLM2, 0.05 on
+the CPU's random model in fp32).
 Greedy generations must be identical, or part where the reference model's
 log-probs of the two next tokens are within that same near-tie margin.
 """
@@ -79,7 +80,10 @@ class Mode:
 
 
 CUDA = Mode("cuda", Precision("bf16", "bfloat16"), "flash_attention_2", 0.25, QWEN7B, (4, 24, 16, 32), (4, 32), (16, 128), (64, 128))
-CPU = Mode("cpu", Precision("fp32", "float32"), "eager", 1e-3, TINY, (2, 12, 8, 16), (2, 8), (2, 16), (8, 16))
+# The tiny model's wide init amplifies rounding: scaling its weights by 1 + 1e-6 noise moves its
+# log-probs by 4e-4, and eager against sdpa differed by 2e-5 on one CPU and 1.2e-2 on another.
+# Hiding the first token of a question from the model moves them by 0.06-6 nats.
+CPU = Mode("cpu", Precision("fp32", "float32"), "eager", 0.05, TINY, (2, 12, 8, 16), (2, 8), (2, 16), (8, 16))
 QUANTIZED = {"int8": "Linear8bitLt", "nf4": "Linear4bit"}
 
 

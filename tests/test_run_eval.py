@@ -189,10 +189,18 @@ def test_sharded_sweep_jobs_merge_into_the_one_process_result(
                      f"output_dir={tmp_path}/sharded", f"hydra.sweep.dir={tmp_path}/sweep")  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert launch_message in sweep.stdout + sweep.stderr
-    assert sorted(p.name for p in (tmp_path / "sharded" / "shards").iterdir()) == ["0-of-2.jsonl", "1-of-2.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "sharded" / "shards").glob("*.jsonl")) == ["0-of-2.jsonl", "1-of-2.jsonl"]
     one = run_eval(*common, f"output_dir={tmp_path}/one")
     assert one.returncode == 0, one.stderr
     merged, single = read_samples(tmp_path / "sharded"), read_samples(tmp_path / "one")
     assert [(s["id"], s["prediction"]) for s in merged] == [(s["id"], s["prediction"]) for s in single]
     summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("sharded", "one")]
     assert summaries[0]["metrics"] == summaries[1]["metrics"]
+
+
+def test_a_ray_job_that_stops_on_a_clear_error_is_reported_as_that_error_not_as_a_crashed_worker(shared_data, tmp_path):
+    sweep = run_eval("-m", "hydra/launcher=ray", "model=fake", "task=mmlu", f"data_dir={shared_data}", "limit=abc",
+                     f"output_dir={tmp_path}/out", f"hydra.sweep.dir={tmp_path}/sweep")  # fmt: skip
+    assert sweep.returncode != 0
+    assert "limit='abc': give a positive whole number" in sweep.stderr
+    assert "stopped with exit code 2" in sweep.stderr and "WorkerCrashedError" not in sweep.stderr

@@ -165,3 +165,15 @@ def test_a_native_qwen2_folder_on_the_qwen_preset_names_the_override(byte_qwen2,
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"model=hf model.path={byte_qwen2}" in done.stderr
     assert not (tmp_path / "converted").exists()  # refused before any conversion
+
+
+def test_of_two_shard_jobs_that_both_find_the_set_complete_only_one_merges(tmp_path):
+    """Jobs finishing together each see both shard files; a second merge would race the first to summary.json."""
+    from qwen_evals.core.distributed import FileShards
+
+    first, second = (FileShards(tmp_path, index, 2, run_id=f"run-{index}", setup="s") for index in (0, 1))
+    assert first.gather([{"id": 0}], "exam") is None  # shard 1 not written yet
+    assert second.gather([{"id": 1}], "exam") == [{"id": 0}, {"id": 1}]
+    assert first.gather([{"id": 0}], "exam") is None  # the same complete set, seen again: already claimed
+    rerun = FileShards(tmp_path, 1, 2, run_id="run-1-again", setup="s")
+    assert rerun.gather([{"id": 1}], "exam") == [{"id": 0}, {"id": 1}]  # a re-run shard makes a new set to merge

@@ -42,13 +42,18 @@ def run_one_job(
         job_config.hydra.job.id = f"{job_config.hydra.job.name}_{index}"
         job_config.hydra.job.num = index
     HydraConfig.instance().set_config(job_config)
-    return run_job(
-        hydra_context=hydra_context,
-        config=job_config,
-        task_function=task_function,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
+    try:
+        return run_job(
+            hydra_context=hydra_context,
+            config=job_config,
+            task_function=task_function,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+    except SystemExit as stop:  # a run's clear error exits 2: for Ray a failed task, not a crashed worker
+        if not stop.code:
+            raise
+        raise RuntimeError(f"job #{index} ({' '.join(overrides)}) stopped with exit code {stop.code}; its error is above") from None
 
 
 class RayTasksLauncher(Launcher):

@@ -3,8 +3,8 @@
 Each shard takes every `count`-th sample (strided, so subjects and lengths
 spread evenly). Processes started by torchrun or accelerate launch gather their
 rows on rank 0 through torch.distributed; separate jobs (Hydra multirun on
-Slurm, Ray or joblib, one job per shard) leave their rows in files and the job
-that completes the set merges them. Merged rows are put back in dataset order,
+Slurm, Ray or joblib, one job per shard) leave their rows in files, and one job
+that finds the set complete merges them. Merged rows are put back in dataset order,
 so the results equal a one-process run.
 """
 
@@ -55,6 +55,10 @@ class FileShards:
     asked). Only files with this job's fingerprint are merged; files left in the
     folder by an earlier run of other settings are stale and ignored (the job of
     that index replaces them).
+
+    Jobs that finish together can each find the set complete; only the one
+    that claims it first (an exclusive create, atomic on local and network
+    filesystems alike) merges, so one summary is written, not two racing.
     """
 
     def __init__(self, folder: Path, index: int, count: int, run_id: str, setup: str) -> None:
@@ -64,7 +68,7 @@ class FileShards:
         """Which run wrote each merged shard, once the set is complete (for the run record)."""
 
     def gather(self, rows: list[Any], fingerprint: str) -> list[Any] | None:
-        """Store this shard's rows; all rows once every shard of this run has finished, else None."""
+        """Store this shard's rows; all rows to the one job that claims the complete set, else None."""
         key = json_sha256([self.setup, fingerprint])
         self.folder.mkdir(parents=True, exist_ok=True)
         header = {"run_id": self.run_id, "fingerprint": key, "index": self.index, "count": self.count}
@@ -74,10 +78,19 @@ class FileShards:
         partial.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in lines), encoding="utf-8")
         partial.replace(final)  # a shard file exists only once complete
         shards = [self._read(self.folder / f"{i}-of-{self.count}.jsonl", key) for i in range(self.count)]
-        if any(shard is None for shard in shards):
+        if any(shard is None for shard in shards) or not self._claim([head["run_id"] for head, _ in shards]):
             return None
         self.merged = [{"index": i, "run_id": head["run_id"]} for i, (head, _) in enumerate(shards)]
         return [row for _, part in shards for row in part]
+
+    def _claim(self, run_ids: list[str]) -> bool:
+        """True for the first job to claim this set of shard files (a re-run shard makes a new set)."""
+        claim = self.folder / f".merge-{json_sha256(run_ids)[:16]}"
+        try:
+            os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
 
     @staticmethod
     def _read(path: Path, key: str) -> tuple[dict[str, Any], list[Any]] | None:
