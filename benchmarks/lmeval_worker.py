@@ -3,7 +3,8 @@
 Invoked by throughput.py with the interpreter of the environment that has
 lm-eval installed: `python lmeval_worker.py REQUESTS.json RESULTS.json`.
 REQUESTS.json: {"model_dir", "device", "dtype", "batch_size", "threads", "kind": "loglikelihood" |
-"generate_until", "requests": [[context, continuation]] or [[context, max_new_tokens]]}.
+"generate_until", "requests": [[context, continuation]] or [[context, max_new_tokens]], "warmup": requests
+run untimed first, in the same process}.
 Generation passes no stop strings (`until: []`), so lm-eval stops at the model's end token or the limit.
 """
 
@@ -23,15 +24,20 @@ def main(spec_path: str, out_path: str) -> None:
     spec = json.load(open(spec_path, encoding="utf-8"))
     torch.set_num_threads(spec["threads"])
     lm = HFLM(pretrained=spec["model_dir"], device=spec["device"], dtype=spec["dtype"], batch_size=spec["batch_size"])
-    if spec["kind"] == "loglikelihood":
-        instances = [Instance("loglikelihood", {}, (c, x), i) for i, (c, x) in enumerate(spec["requests"])]
-    else:
-        instances = [
+
+    def instances(requests: list) -> list:
+        if spec["kind"] == "loglikelihood":
+            return [Instance("loglikelihood", {}, (c, x), i) for i, (c, x) in enumerate(requests)]
+        return [
             Instance("generate_until", {}, (c, {"until": [], "max_gen_toks": n, "do_sample": False}), i)
-            for i, (c, n) in enumerate(spec["requests"])
+            for i, (c, n) in enumerate(requests)
         ]
+
+    run = getattr(lm, spec["kind"])
+    if spec.get("warmup"):
+        run(instances(spec["warmup"]))
     start, cpu = time.perf_counter(), time.process_time()
-    outputs = getattr(lm, spec["kind"])(instances)
+    outputs = run(instances(spec["requests"]))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     if spec["kind"] == "loglikelihood":
         outputs = [[float(logprob), bool(greedy)] for logprob, greedy in outputs]

@@ -6,7 +6,9 @@ Workloads (from the real data in --data-dir):
 - gen: GSM8K chat_0shot prompts (rendered by the model's chat template), --n-gen
        questions, greedy, until the end-of-turn token or --max-new tokens (no stop strings).
 Both harnesses get the identical (context, continuation) / prompt strings and the
-same torch thread count. The script measures the machine's matmul rate and
+same torch thread count, and each first runs the same short warm-up in the same
+process, untimed (--warmup questions; generation capped at 8 new tokens), so
+neither timing holds one-time costs (first-call allocations, kernel setup). The script measures the machine's matmul rate and
 memory bandwidth in the same run, counts the FLOPs each harness's method needs
 (work.py), and prints seconds, agreement, FLOP/s and the fraction of the
 measured matmul rate for each, plus bytes per decoding step for the suite.
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+WARMUP_NEW_TOKENS = 8
 sys.path.insert(0, str(REPO))
 
 from benchmarks import machine_limits, report  # noqa: E402
@@ -84,9 +87,9 @@ def gen_prompts(data_dir: Path, n: int, backend: HFBackend) -> tuple[list, list[
     return chats, [backend.render(c) for c in chats]
 
 
-def run_lm_eval(args: argparse.Namespace, kind: str, batch_size: int, requests: list) -> dict:
+def run_lm_eval(args: argparse.Namespace, kind: str, batch_size: int, requests: list, warmup: list) -> dict:
     spec = {"model_dir": str(args.model), "device": args.device, "dtype": args.dtype, "batch_size": batch_size,
-            "threads": args.threads, "kind": kind, "requests": requests}  # fmt: skip
+            "threads": args.threads, "kind": kind, "requests": requests, "warmup": warmup}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
@@ -115,6 +118,8 @@ def mc_predictions(logprobs: list[float]) -> list[str]:
 
 def bench_mc(args, backend: HFBackend, shapes: ModelShapes, limits: dict) -> dict:
     requests, ids = mc_requests(args.data_dir, args.n_mc)
+    warmup = requests[: 4 * args.warmup]
+    backend.loglikelihood(warmup)
     before = copy.deepcopy(backend.stats)
     ours, timing = timed(lambda: backend.loglikelihood(requests))
     pairs = [backend.prompts.split(requests[i], {}) for i in range(0, len(requests), 4)]
@@ -124,7 +129,8 @@ def bench_mc(args, backend: HFBackend, shapes: ModelShapes, limits: dict) -> dic
     report_ = {"questions": len(ids), "prompt_tokens": sum(len(c) + 1 for c, _ in pairs),
                "ours": {**timing, **rate(Work.from_stats(before, backend.stats).flops(shapes), timing["seconds"], limits)}}  # fmt: skip
     for batch_size in args.lm_eval_batch_sizes:
-        theirs = run_lm_eval(args, "loglikelihood", batch_size, [[r.prompt, r.continuation] for r in requests])
+        pairs = lambda rs: [[r.prompt, r.continuation] for r in rs]  # noqa: E731
+        theirs = run_lm_eval(args, "loglikelihood", batch_size, pairs(requests), pairs(warmup))
         their_pred = mc_predictions([o[0] for o in theirs["outputs"]])
         report_[f"lm_eval_bs{batch_size}"] = {
             "seconds": theirs["seconds"], "cpu_seconds": theirs["cpu_seconds"], "load_average": theirs["load_average"],
@@ -137,6 +143,7 @@ def bench_mc(args, backend: HFBackend, shapes: ModelShapes, limits: dict) -> dic
 
 def bench_gen(args, backend: HFBackend, shapes: ModelShapes, limits: dict) -> dict:
     prompts, rendered = gen_prompts(args.data_dir, args.n_gen, backend)
+    backend.generate([Generate(p, max_new_tokens=WARMUP_NEW_TOKENS) for p in prompts[: args.warmup]])
     before = copy.deepcopy(backend.stats)
     made, timing = timed(lambda: backend.generate([Generate(p, max_new_tokens=args.max_new) for p in prompts]))
     ours = [g.text for g in made]
@@ -151,7 +158,8 @@ def bench_gen(args, backend: HFBackend, shapes: ModelShapes, limits: dict) -> di
         delta = {k: refill[k] - before.get("refill", {}).get(k, 0) for k in refill if k != "slots"}
         report_["ours"]["decode"] = {**decode_bytes(shapes, delta), "slots": refill["slots"]}
     for batch_size in args.lm_eval_batch_sizes:
-        theirs = run_lm_eval(args, "generate_until", batch_size, [[p, args.max_new] for p in rendered])
+        warmup = [[p, WARMUP_NEW_TOKENS] for p in rendered[: args.warmup]]
+        theirs = run_lm_eval(args, "generate_until", batch_size, [[p, args.max_new] for p in rendered], warmup)
         report_[f"lm_eval_bs{batch_size}"] = {
             "seconds": theirs["seconds"], "cpu_seconds": theirs["cpu_seconds"], "load_average": theirs["load_average"],
             "agreement": sum(a == b for a, b in zip(ours, theirs["outputs"])),
@@ -172,6 +180,7 @@ def main() -> None:
     parser.add_argument("--n-mc", type=int, default=200)
     parser.add_argument("--n-gen", type=int, default=50)
     parser.add_argument("--max-new", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=2, help="questions / prompts each harness runs untimed first")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads, both harnesses")

@@ -65,6 +65,7 @@ class RowsAttention:
         """Each packed token's position inside its row."""
         self.slot = row * self.width + self.within
         """Each packed token's cell in the (rows, width) grid."""
+        self._buffers: dict[str, torch.Tensor] = {}
         self.merged = bool(prefix) and device.type == "cpu" and hasattr(torch.ops.aten, FLASH_WITH_LSE)
         if prefix and not self.merged:
             keys = torch.arange(self.width, device=device)
@@ -76,9 +77,17 @@ class RowsAttention:
         """Rotary positions of the packed tokens, continuing after a prefix of `offset` tokens."""
         return self.within + offset
 
-    def _grid(self, x: torch.Tensor) -> torch.Tensor:
-        """(T, heads, d) packed -> (rows, heads, width, d) with zero padding."""
-        grid = x.new_zeros((self.rows * self.width, *x.shape[1:]))
+    def _grid(self, role: str, x: torch.Tensor) -> torch.Tensor:
+        """(T, heads, d) packed -> (rows, heads, width, d) with zero padding.
+
+        One buffer per role (queries, keys, values) serves every layer: only the
+        real tokens' cells are rewritten, the padding cells stay zero, so no
+        layer allocates or clears a grid.
+        """
+        shape = (self.rows * self.width, *x.shape[1:])
+        grid = self._buffers.get(role)
+        if grid is None or grid.shape != shape or grid.dtype != x.dtype:
+            grid = self._buffers[role] = x.new_zeros(shape)
         grid[self.slot] = x
         return grid.view(self.rows, self.width, *x.shape[1:]).transpose(1, 2)
 
@@ -93,22 +102,21 @@ class RowsAttention:
             out = self._merged(layer, q, k, v)
         elif self.prefix:
             shared_k, shared_v = self.prefix[layer]
-            keys = torch.cat([shared_k.expand(self.rows, -1, -1, -1), self._grid(k)], dim=2)
-            values = torch.cat([shared_v.expand(self.rows, -1, -1, -1), self._grid(v)], dim=2)
-            grid = F.scaled_dot_product_attention(self._grid(q), keys, values, attn_mask=self.mask, enable_gqa=True)
+            keys = torch.cat([shared_k.expand(self.rows, -1, -1, -1), self._grid("k", k)], dim=2)
+            values = torch.cat([shared_v.expand(self.rows, -1, -1, -1), self._grid("v", v)], dim=2)
+            grid = F.scaled_dot_product_attention(self._grid("q", q), keys, values, attn_mask=self.mask, enable_gqa=True)
             out = self._packed(grid)
         else:
-            grid = self._grid(q)
-            out = self._packed(F.scaled_dot_product_attention(grid, self._grid(k), self._grid(v), is_causal=True, enable_gqa=True))
+            grids = (self._grid(role, x) for role, x in (("q", q), ("k", k), ("v", v)))
+            out = self._packed(F.scaled_dot_product_attention(*grids, is_causal=True, enable_gqa=True))
         return out.reshape(q.shape[0], -1)
 
     def _merged(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # The kernel takes fewer key/value heads than query heads (grouped-query attention) as they are.
         flash = getattr(torch.ops.aten, FLASH_WITH_LSE)
-        group = q.shape[1] // k.shape[1]
-        shared_k, shared_v = (x.repeat_interleave(group, 0)[None] for x in self.prefix[layer])
+        shared_k, shared_v = (x[None] for x in self.prefix[layer])
         on_prefix, prefix_lse = flash(q.transpose(0, 1)[None], shared_k, shared_v)  # (1, heads, T, d), (1, heads, T)
-        own_k, own_v = (self._grid(x).repeat_interleave(group, 1) for x in (k, v))
-        own, own_lse = flash(self._grid(q), own_k, own_v, is_causal=True)
+        own, own_lse = flash(self._grid("q", q), self._grid("k", k), self._grid("v", v), is_causal=True)
         own, own_lse = self._packed(own), self._packed(own_lse[..., None])[..., 0]  # (T, heads, d), (T, heads)
         # The log-sum-exps are float32 whatever the model's dtype: merge in float32, hand back the model's.
         share = torch.sigmoid(prefix_lse[0].t().float() - own_lse.float())[..., None]
@@ -147,8 +155,9 @@ class SlotCache:
 
     def write(self, layer: int, cells: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store tokens' keys and values (T, kv heads, d) at `cells`."""
+        # Indexed assignment (index_put_): several times faster than index_copy_ on CPU for these few rows.
         for store, x in ((self.keys[layer], k), (self.values[layer], v)):
-            store.view(-1, store.shape[-1]).index_copy_(0, cells, x.reshape(-1, x.shape[-1]))
+            store.view(-1, store.shape[-1])[cells] = x.reshape(-1, x.shape[-1])
 
     def filler(self, slots: Sequence[int], lengths: Sequence[int]) -> Callable[[int, torch.Tensor, torch.Tensor], None]:
         """A `RowsAttention` sink writing packed rows (a prefill) into `slots` from position 0."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 CHUNK_TOKENS = 512
@@ -84,6 +85,14 @@ class Decoder:
         self._rope = sys.modules[type(first).__module__].apply_rotary_pos_emb
         self._qk_norm = hasattr(first, "q_norm")
         config = model.config
+        norms = [n for layer in self.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+        self._fused_norm = inner.embed_tokens.weight.dtype == torch.float32 and all(
+            type(n).__name__.endswith("RMSNorm") and n.weight.dtype == torch.float32 and hasattr(n, "variance_epsilon")
+            for n in norms
+        )
+        self._silu_mlp = config.hidden_act == "silu" and all(
+            hasattr(layer.mlp, a) for layer in self.layers for a in ("gate_proj", "up_proj", "down_proj")
+        )
         embedding = inner.embed_tokens.weight
         self.device = embedding.device
         self.dtype = embedding.dtype
@@ -120,29 +129,47 @@ class Decoder:
     def _chunks(self, count: int) -> list[slice]:
         return [slice(start, min(start + CHUNK_TOKENS, count)) for start in range(0, count, CHUNK_TOKENS)]
 
+    def _by_chunks(self, step: Callable[[slice], tuple[torch.Tensor, ...]], count: int) -> tuple[torch.Tensor, ...]:
+        """`step` over chunks of the packed tokens, its outputs joined (no copy when one chunk holds them all)."""
+        parts = [step(part) for part in self._chunks(count)]
+        return parts[0] if len(parts) == 1 else tuple(torch.cat(outputs) for outputs in zip(*parts))
+
     def _project(self, layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Queries, keys and values (T, heads, d) of a layer, rotary embedding applied."""
         attn, s = layer.self_attn, self.shapes
-        count = x.shape[0]
-        q = x.new_empty((count, s.heads, s.head_dim))
-        k, v = (x.new_empty((count, s.kv_heads, s.head_dim)) for _ in range(2))
-        for part in self._chunks(count):
-            h = layer.input_layernorm(x[part])
-            qp = attn.q_proj(h).view(-1, s.heads, s.head_dim)
-            kp = attn.k_proj(h).view(-1, s.kv_heads, s.head_dim)
+
+        def step(part: slice) -> tuple[torch.Tensor, ...]:
+            h = self._norm(layer.input_layernorm, x[part])
+            q = attn.q_proj(h).view(-1, s.heads, s.head_dim)
+            k = attn.k_proj(h).view(-1, s.kv_heads, s.head_dim)
             if self._qk_norm:
-                qp, kp = attn.q_norm(qp), attn.k_norm(kp)
-            q[part], k[part] = self._rope(qp, kp, cos[part], sin[part], unsqueeze_dim=1)
-            v[part] = attn.v_proj(h).view(-1, s.kv_heads, s.head_dim)
-        return q, k, v
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = self._rope(q, k, cos[part], sin[part], unsqueeze_dim=1)
+            return q, k, attn.v_proj(h).view(-1, s.kv_heads, s.head_dim)
+
+        return self._by_chunks(step, x.shape[0])
 
     def _mix(self, layer: Any, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """The layer's output: residual + attention output projection, then residual + MLP."""
-        out = torch.empty_like(x)
-        for part in self._chunks(x.shape[0]):
-            y = x[part] + layer.self_attn.o_proj(attended[part])
-            out[part] = y + layer.mlp(layer.post_attention_layernorm(y))
-        return out
+
+        def step(part: slice) -> tuple[torch.Tensor]:
+            y = layer.self_attn.o_proj(attended[part]).add_(x[part])
+            return (self._mlp(layer.mlp, self._norm(layer.post_attention_layernorm, y)).add_(y),)
+
+        return self._by_chunks(step, x.shape[0])[0]
+
+    def _norm(self, norm: Any, x: torch.Tensor) -> torch.Tensor:
+        # torch's fused RMSNorm is the module's arithmetic when weights and activations are float32
+        # (the module upcasts to float32 and rounds back before the weight); other dtypes run the module.
+        if self._fused_norm:
+            return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+        return norm(x)
+
+    def _mlp(self, mlp: Any, h: torch.Tensor) -> torch.Tensor:
+        """down(silu(gate(h)) * up(h)), the element-wise steps in place on the projections' fresh outputs."""
+        if not self._silu_mlp:
+            return mlp(h)
+        return mlp.down_proj(F.silu(mlp.gate_proj(h), inplace=True).mul_(mlp.up_proj(h)))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """float32 logits of the LM head over the given hidden rows only."""
