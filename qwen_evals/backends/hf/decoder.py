@@ -3,12 +3,15 @@
 transformers' forward takes a padded (batch, length) grid and its own cache
 classes; evaluation wants other shapes: many short rows over one shared
 few-shot prefix, and decoding slots that are refilled as sequences finish.
-`Decoder` calls the model's own modules (norms, projections, MLP, rotary
-embedding: its weights and arithmetic) on all tokens of a batch packed into
-one sequence, so no padded position costs a matmul, in chunks of tokens small
-enough for the element-wise steps to stay in cache, and hands each layer's
-query, key and value to an attention object (`attention.py`) that decides
-what every token attends to and where keys and values are kept.
+`Decoder` calls the model's own modules (projections, rotary embedding,
+norms and MLP: its weights and arithmetic) on all tokens of a batch packed
+into one sequence, so no padded position costs a matmul, in chunks of tokens
+small enough for the element-wise steps to stay in cache, and hands each
+layer's query, key and value to an attention object (`attention.py`) that
+decides what every token attends to and where keys and values are kept. Two
+element-wise steps take a shorter road to the same formula: in float32 the
+RMSNorms run as torch's fused `rms_norm`, and the SiLU-gated MLP applies its
+activation and gate in place on the projections' fresh outputs.
 
 Only the common decoder layout is run this way (Llama, Mistral, Qwen2,
 Qwen3: pre-norm, rotary, grouped-query attention, no sliding window, one
@@ -159,8 +162,8 @@ class Decoder:
         return self._by_chunks(step, x.shape[0])[0]
 
     def _norm(self, norm: Any, x: torch.Tensor) -> torch.Tensor:
-        # torch's fused RMSNorm is the module's arithmetic when weights and activations are float32
-        # (the module upcasts to float32 and rounds back before the weight); other dtypes run the module.
+        # torch's fused RMSNorm computes the module's formula, equal to rounding in float32; in other
+        # dtypes the module's own casts (up to float32, back before the weight) decide, so it runs itself.
         if self._fused_norm:
             return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
         return norm(x)
