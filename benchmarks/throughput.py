@@ -8,10 +8,11 @@ Workloads (from the real data in --data-dir):
 Both harnesses get the identical (context, continuation) / prompt strings and the
 same torch thread count, and each first runs the same short warm-up in the same
 process, untimed (--warmup questions; generation capped at 8 new tokens), so
-neither timing holds one-time costs (first-call allocations, kernel setup). The script measures the machine's matmul rate and
-memory bandwidth in the same run, counts the FLOPs each harness's method needs
-(work.py), and prints seconds, agreement, FLOP/s and the fraction of the
-measured matmul rate for each, plus bytes per decoding step for the suite.
+neither timing holds one-time costs (first-call allocations, kernel setup). The
+script measures the machine's matmul rate and memory bandwidth in the same run,
+counts the FLOPs each harness's method needs (work.py), and prints seconds,
+agreement, FLOP/s and the fraction of the measured matmul rate for each, plus
+bytes per decoding step for the suite.
 Everything lands in --out as JSON.
 
     python benchmarks/throughput.py --model ../bench/smollm2-hf --threads 2 \\
@@ -33,7 +34,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WARMUP_NEW_TOKENS = 8
 sys.path.insert(0, str(REPO))
 
 from benchmarks import machine_limits, report  # noqa: E402
@@ -44,6 +44,9 @@ from qwen_evals.backends.precision import Precision  # noqa: E402
 from qwen_evals.core.types import Generate, LogLikelihood  # noqa: E402
 from qwen_evals.tasks.gsm8k import GSM8K  # noqa: E402
 from qwen_evals.tasks.mmlu import MMLU  # noqa: E402
+
+WARMUP_NEW_TOKENS = 8
+"""New tokens per warm-up prompt: enough to run prefill and decoding steps once, cheap next to the timed work."""
 
 
 def make_tiny_qwen2(out: Path, qwen7b_shapes: bool) -> None:
@@ -112,6 +115,10 @@ def rate(flops: float, seconds: float, limits: dict) -> dict:
     return {"flops": flops, "flops_per_s": achieved, "fraction_of_matmul": achieved / limits["matmul_flops_per_s"]}
 
 
+def text_pairs(requests: list[LogLikelihood]) -> list[list[str]]:
+    return [[r.prompt, r.continuation] for r in requests]
+
+
 def mc_predictions(logprobs: list[float]) -> list[str]:
     return [LETTERS[max(range(4), key=lambda k: logprobs[i + k])] for i in range(0, len(logprobs), 4)]
 
@@ -129,8 +136,7 @@ def bench_mc(args, backend: HFBackend, shapes: ModelShapes, limits: dict) -> dic
     report_ = {"questions": len(ids), "prompt_tokens": sum(len(c) + 1 for c, _ in pairs),
                "ours": {**timing, **rate(Work.from_stats(before, backend.stats).flops(shapes), timing["seconds"], limits)}}  # fmt: skip
     for batch_size in args.lm_eval_batch_sizes:
-        pairs = lambda rs: [[r.prompt, r.continuation] for r in rs]  # noqa: E731
-        theirs = run_lm_eval(args, "loglikelihood", batch_size, pairs(requests), pairs(warmup))
+        theirs = run_lm_eval(args, "loglikelihood", batch_size, text_pairs(requests), text_pairs(warmup))
         their_pred = mc_predictions([o[0] for o in theirs["outputs"]])
         report_[f"lm_eval_bs{batch_size}"] = {
             "seconds": theirs["seconds"], "cpu_seconds": theirs["cpu_seconds"], "load_average": theirs["load_average"],
