@@ -88,17 +88,17 @@ class Decoder:
         self._rope = sys.modules[type(first).__module__].apply_rotary_pos_emb
         self._qk_norm = hasattr(first, "q_norm")
         config = model.config
+        embedding = inner.embed_tokens.weight
+        self.device = embedding.device
+        self.dtype = embedding.dtype
         norms = [n for layer in self.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
-        self._fused_norm = inner.embed_tokens.weight.dtype == torch.float32 and all(
+        self._fused_norm = self.dtype == torch.float32 and all(
             type(n).__name__.endswith("RMSNorm") and n.weight.dtype == torch.float32 and hasattr(n, "variance_epsilon")
             for n in norms
         )
         self._silu_mlp = config.hidden_act == "silu" and all(
             hasattr(layer.mlp, a) for layer in self.layers for a in ("gate_proj", "up_proj", "down_proj")
         )
-        embedding = inner.embed_tokens.weight
-        self.device = embedding.device
-        self.dtype = embedding.dtype
         self.shapes = Shapes(
             layers=len(self.layers),
             heads=config.num_attention_heads,
