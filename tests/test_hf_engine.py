@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qwen_evals.backends.hf.backend import HFBackend
-from qwen_evals.backends.hf.decoder import unsupported_reason
+from qwen_evals.backends.hf.decoder import Decoder, unsupported_reason
 from qwen_evals.backends.precision import Precision
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.types import Decoding, Generate
@@ -82,6 +82,29 @@ def test_stop_strings_end_refilled_sequences_early(packed):
             assert short.generated_tokens < full.generated_tokens
         else:
             assert facts([short]) == facts([full])
+
+
+def test_the_short_element_wise_roads_are_taken_only_where_they_give_the_models_numbers(packed, tiny_qwen2):
+    """float32 rotary and RMSNorm run the shorter way; a model whose functions differ keeps its own."""
+    assert packed.decoder._fast_rope and packed.decoder._fast_norm  # the scores above went through them
+    model = packed.model
+    module = __import__(type(model.model.layers[0].self_attn).__module__, fromlist=["apply_rotary_pos_emb"])
+    saved_rope = module.apply_rotary_pos_emb
+    module.apply_rotary_pos_emb = lambda q, k, cos, sin, unsqueeze_dim: (q.flip(-1) * cos[:, None], k * cos[:, None])
+    try:
+        other_rope = Decoder(model)
+    finally:
+        module.apply_rotary_pos_emb = saved_rope
+    assert not other_rope._fast_rope and other_rope._fast_norm
+    norm = model.model.layers[1].post_attention_layernorm
+    norm.forward = lambda x: x * norm.weight  # one layer's norm that does not normalise
+    try:
+        other_norm = Decoder(model)
+    finally:
+        del norm.forward
+    assert other_norm._fast_rope and not other_norm._fast_norm
+    bf16 = HFBackend(name="tiny", path=str(tiny_qwen2), precision=Precision("bf16", "bfloat16"), device_map=None)
+    assert not (bf16.decoder._fast_rope or bf16.decoder._fast_norm)
 
 
 def test_unsupported_layouts_fall_back_to_transformers(tiny_qwen2, tmp_path):

@@ -118,10 +118,10 @@ class RowsAttention:
         on_prefix, prefix_lse = flash(q.transpose(0, 1)[None], shared_k, shared_v)  # (1, heads, T, d), (1, heads, T)
         own, own_lse = flash(self._grid("q", q), self._grid("k", k), self._grid("v", v), is_causal=True)
         own, own_lse = self._packed(own), self._packed(own_lse[..., None])[..., 0]  # (T, heads, d), (T, heads)
-        # The log-sum-exps are float32 whatever the model's dtype: merge in float32, hand back the model's.
+        # The prefix's share of each output is its softmax mass, sigmoid(prefix lse - own lse). The
+        # log-sum-exps are float32 whatever the model's dtype: merge in float32 (one `lerp` pass), hand back the model's.
         share = torch.sigmoid(prefix_lse[0].t().float() - own_lse.float())[..., None]
-        own = own.float()
-        return (own + (on_prefix[0].transpose(0, 1).float() - own) * share).to(q.dtype)
+        return torch.lerp(own.float(), on_prefix[0].transpose(0, 1).float(), share).to(q.dtype)
 
 
 def record_into(store: KeyValues) -> Callable[[int, torch.Tensor, torch.Tensor], None]:
