@@ -127,12 +127,15 @@ class Decoder:
             x = self._mix(layer, x, attention(index, q, k, v))
         return inner.norm(x)
 
+    def _probe(self, *shape: int) -> torch.Tensor:
+        """7 rows of seeded random values in the model's dtype and device: an input for the fast-path checks."""
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        return torch.randn((7, *shape), generator=generator).to(self.device, self.dtype)
+
     @torch.inference_mode()
     def _fast_rope_matches(self, rotary_emb: Any) -> bool:
         """Whether `rotated` gives exactly the model's `apply_rotary_pos_emb` on a random probe."""
-        s = self.shapes
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        probe = torch.randn((7, s.heads, s.head_dim), generator=generator).to(self.device, self.dtype)
+        probe = self._probe(self.shapes.heads, self.shapes.head_dim)
         cos, sin = rotary_emb(probe, torch.arange(3, 10, device=self.device)[None] * 37)
         expected, _ = self._rope(probe, probe, cos[0], sin[0], unsqueeze_dim=1)
         return torch.equal(rotated(probe, cos[0], sin[0]), expected)
@@ -143,8 +146,7 @@ class Decoder:
         norms = [n for layer in self.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
         if not all(hasattr(n, "variance_epsilon") and n.weight.dtype == self.dtype for n in norms):
             return False
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        probe = torch.randn((7, self.shapes.hidden), generator=generator).to(self.device, self.dtype)
+        probe = self._probe(self.shapes.hidden)
         return all(torch.equal(rms_normed(probe, n.weight, n.variance_epsilon), n(probe)) for n in norms)
 
     def _project(self, layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
