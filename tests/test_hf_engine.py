@@ -6,6 +6,7 @@ import pytest
 
 from qwen_evals.backends.hf.backend import HFBackend
 from qwen_evals.backends.hf.decoder import Decoder, unsupported_reason
+from qwen_evals.backends.hf.refill import token_chooser
 from qwen_evals.backends.precision import Precision
 from qwen_evals.core.errors import EvalError
 from qwen_evals.core.types import Decoding, Generate
@@ -70,6 +71,14 @@ def test_sampling_with_top_k_1_is_greedy(packed):
     greedy = packed.generate([Generate(p, max_new_tokens=12) for p in prompts])
     sampled = packed.generate([Generate(p, max_new_tokens=12, decoding=Decoding(temperature=0.7, top_k=1)) for p in prompts])
     assert facts(sampled) == facts(greedy)
+
+
+def test_greedy_choice_breaks_ties_at_the_first_index_as_argmax_does():
+    import torch
+
+    logits = torch.tensor([[0.0, 2.0, 1.0, 2.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -3.0, -0.5, -0.5]])
+    chosen = token_chooser(Decoding())(logits, None)
+    assert chosen.tolist() == logits.argmax(-1).tolist() == [1, 0, 2]
 
 
 def test_stop_strings_end_refilled_sequences_early(packed):

@@ -79,7 +79,9 @@ def token_chooser(decoding: Decoding) -> Callable[[torch.Tensor, torch.Tensor | 
         if processors:
             logits = processors(history, logits)
         if decoding.greedy:
-            return logits.argmax(-1)
+            # The first index of each row's maximum, as argmax gives (documented for both); torch's CPU
+            # max-with-index reduction runs 2.5-3x faster than argmax over 50 rows of a 49k-152k vocabulary.
+            return logits.max(-1).indices
         return torch.multinomial(torch.softmax(logits, dim=-1), 1)[:, 0]
 
     return choose
