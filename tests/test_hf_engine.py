@@ -93,17 +93,16 @@ def test_stop_strings_end_refilled_sequences_early(packed):
             assert facts([short]) == facts([full])
 
 
-def test_the_short_element_wise_roads_are_taken_only_where_they_give_the_models_numbers(packed, tiny_qwen2):
+def test_the_short_element_wise_roads_are_taken_only_where_they_give_the_models_numbers(packed, tiny_qwen2, monkeypatch):
     """float32 rotary and RMSNorm run the shorter way; a model whose functions differ keeps its own."""
     assert packed.decoder._fast_rope and packed.decoder._fast_norm  # the scores above went through them
     model = packed.model
-    module = __import__(type(model.model.layers[0].self_attn).__module__, fromlist=["apply_rotary_pos_emb"])
-    saved_rope = module.apply_rotary_pos_emb
-    module.apply_rotary_pos_emb = lambda q, k, cos, sin, unsqueeze_dim: (q.flip(-1) * cos[:, None], k * cos[:, None])
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            type(model.model.layers[0].self_attn).__module__ + ".apply_rotary_pos_emb",
+            lambda q, k, cos, sin, unsqueeze_dim: (q.flip(-1) * cos[:, None], k * cos[:, None]),
+        )
         other_rope = Decoder(model)
-    finally:
-        module.apply_rotary_pos_emb = saved_rope
     assert not other_rope._fast_rope and other_rope._fast_norm
     norm = model.model.layers[1].post_attention_layernorm
     norm.forward = lambda x: x * norm.weight  # one layer's norm that does not normalise
