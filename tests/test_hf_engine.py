@@ -183,3 +183,40 @@ def test_bf16_rows_over_a_shared_prefix_score_as_transformers_does(tiny_qwen2):
     ours = HFBackend(name="tiny", path=str(tiny_qwen2), precision=bf16, device_map=None).loglikelihood(requests)
     theirs = HFBackend(name="tiny", path=str(tiny_qwen2), precision=bf16, device_map=None, packed=False).loglikelihood(requests)
     assert [r.logprob for r in ours] == pytest.approx([r.logprob for r in theirs], rel=0.02, abs=0.05)
+
+
+def reference_attention(q, k, v, lengths, prefix):
+    """float64 softmax attention of each packed row over the prefix and, causally, itself."""
+    import torch
+
+    groups = q.shape[1] // k.shape[1]
+    outputs, start = [], 0
+    for length in lengths:
+        keys = torch.cat([prefix[0].transpose(0, 1), k[start : start + length]]).double().repeat_interleave(groups, 1)
+        values = torch.cat([prefix[1].transpose(0, 1), v[start : start + length]]).double().repeat_interleave(groups, 1)
+        scores = torch.einsum("qhd,khd->hqk", q[start : start + length].double(), keys) / q.shape[-1] ** 0.5
+        seen = prefix[0].shape[1]
+        allowed = torch.arange(seen + length)[None, :] <= torch.arange(length)[:, None] + seen
+        weights = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        outputs.append(torch.einsum("hqk,khd->qhd", weights, values).reshape(length, -1))
+        start += length
+    return torch.cat(outputs)
+
+
+@pytest.mark.parametrize("prefix_length", [0, 11])
+@pytest.mark.parametrize("packed_rows", [True, False], ids=["packed-runs", "padded-grid"])
+def test_rows_attend_causally_to_themselves_after_the_prefix(prefix_length, packed_rows):
+    """Both layouts, rows of unsorted lengths with runs of equal ones, grouped-query heads, against float64."""
+    import torch
+
+    from qwen_evals.backends.hf.attention import RowsAttention
+
+    lengths, heads, kv_heads, head_dim = [5, 9, 9, 3, 9, 1, 1], 6, 2, 16
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(sum(lengths), n, head_dim, generator=generator) for n in (heads, kv_heads, kv_heads))
+    prefix = [tuple(torch.randn(kv_heads, prefix_length, head_dim, generator=generator) for _ in "kv")]
+    attention = RowsAttention(lengths, torch.device("cpu"), torch.float32, prefix=prefix if prefix_length else None, packed=packed_rows)
+    assert attention.runs == [(1, 5), (2, 9), (1, 3), (1, 9), (2, 1)]
+    out = attention(0, q, k, v)
+    assert out.shape == (sum(lengths), heads * head_dim)
+    torch.testing.assert_close(out.double(), reference_attention(q, k, v, lengths, prefix[0]), atol=1e-5, rtol=1e-5)

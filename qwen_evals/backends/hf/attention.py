@@ -1,19 +1,20 @@
 """Attention for `Decoder`: packed rows over an optional shared prefix, and decoding slots.
 
 `RowsAttention` serves scoring and prefill: rows of different lengths packed
-into one token sequence (so the projections and MLP see no padding) are laid
-out in a (rows, longest) grid for attention only, where each row attends
-causally to itself and to every position of a shared prefix whose keys and
-values were computed once. `SlotAttention` serves decoding: one new token per
-slot, attending to that slot's stored keys and values (`SlotCache`).
+into one token sequence (so the projections and MLP see no padding), where
+each row attends causally to itself and to every position of a shared prefix
+whose keys and values were computed once. `SlotAttention` serves decoding: one
+new token per slot, attending to that slot's stored keys and values (`SlotCache`).
 
-Both call `torch.nn.functional.scaled_dot_product_attention`, whose fused CPU
-and CUDA kernels are the fastest attention torch has for these shapes, with an
-additive mask built once per forward (a boolean one is converted at every layer).
+Both call torch's fused attention kernels (`scaled_dot_product_attention`, and
+on the CPU the flash-attention op behind it, which also returns log-sum-exps),
+the fastest attention torch has for these shapes; masks are additive and built
+once per forward (a boolean one is converted at every layer).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -38,14 +39,17 @@ class RowsAttention:
     `sink(layer, keys, values)`, when given, receives every layer's packed
     keys and values (T, kv heads, d): to keep a prefix, or to fill decoding slots.
 
-    Without a prefix a row's attention is causal from the grid's top-left
-    corner, so the kernel needs no mask (grid cells past a row's end are only
-    seen by other padding cells, whose outputs are dropped). With a prefix on
-    CPU, the prefix part runs as one kernel call for all tokens of all rows
-    (the prefix's keys read once, never copied per row) and the rows' own
-    causal part as another; the two are merged with their log-sum-exps, which
-    only torch's internal CPU flash-attention op returns. Elsewhere the prefix
-    is copied in front of every row's keys under an explicit mask.
+    On the CPU (`packed`) the rows' own causal part runs on the packed tokens
+    themselves, one kernel call per run of neighbouring rows of equal length:
+    no padding is computed and nothing is copied into a grid. Rows of
+    different lengths in one padded grid cost 2-2.5x the kernel time of these
+    calls on the lengths of MMLU's few-shot questions, because the kernel
+    computes every padded query. The prefix part runs as one call for all
+    tokens of all rows (the prefix's keys read once, never copied per row),
+    and the two are merged with their log-sum-exps, which only torch's
+    internal CPU flash-attention op returns. Elsewhere the rows are laid out
+    in a (rows, longest) grid for one batched call, the prefix copied in front
+    of every row's keys under an explicit mask.
     """
 
     def __init__(
@@ -55,9 +59,13 @@ class RowsAttention:
         dtype: torch.dtype,
         prefix: KeyValues | None = None,
         sink: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        packed: bool | None = None,
     ) -> None:
         self.rows, self.width = len(lengths), max(lengths)
         self.prefix, self.sink = prefix, sink
+        self.packed = device.type == "cpu" and hasattr(torch.ops.aten, FLASH_WITH_LSE) if packed is None else packed
+        self.runs = [(len(list(run)), length) for length, run in itertools.groupby(lengths)]
+        """(rows, length) of each run of neighbouring rows of equal length."""
         sizes = torch.tensor(list(lengths), device=device)
         starts = torch.cumsum(sizes, 0) - sizes
         row = torch.repeat_interleave(torch.arange(self.rows, device=device), sizes)
@@ -66,8 +74,7 @@ class RowsAttention:
         self.slot = row * self.width + self.within
         """Each packed token's cell in the (rows, width) grid."""
         self._buffers: dict[str, torch.Tensor] = {}
-        self.merged = bool(prefix) and device.type == "cpu" and hasattr(torch.ops.aten, FLASH_WITH_LSE)
-        if prefix and not self.merged:
+        if prefix and not self.packed:
             keys = torch.arange(self.width, device=device)
             own = (keys[None, None, :] <= keys[None, :, None]) & (keys[None, None, :] < sizes[:, None, None])
             shared = torch.ones((self.rows, self.width, prefix[0][0].shape[1]), dtype=torch.bool, device=device)
@@ -76,6 +83,48 @@ class RowsAttention:
     def positions(self, offset: int = 0) -> torch.Tensor:
         """Rotary positions of the packed tokens, continuing after a prefix of `offset` tokens."""
         return self.within + offset
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.sink is not None:
+            self.sink(layer, k, v)
+        if self.packed:
+            own, own_lse = self._own_rows(q, k, v)
+            out = self._after_prefix(layer, q, own, own_lse) if self.prefix else own
+        elif self.prefix:
+            shared_k, shared_v = self.prefix[layer]
+            keys = torch.cat([shared_k.expand(self.rows, -1, -1, -1), self._grid("k", k)], dim=2)
+            values = torch.cat([shared_v.expand(self.rows, -1, -1, -1), self._grid("v", v)], dim=2)
+            grid = F.scaled_dot_product_attention(self._grid("q", q), keys, values, attn_mask=self.mask, enable_gqa=True)
+            out = self._packed(grid)
+        else:
+            grids = (self._grid(role, x) for role, x in (("q", q), ("k", k), ("v", v)))
+            out = self._packed(F.scaled_dot_product_attention(*grids, is_causal=True, enable_gqa=True))
+        return out.reshape(q.shape[0], -1)
+
+    def _own_rows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's causal attention to itself (T, heads, d) and its log-sum-exps (T, heads), in packed order."""
+        # The kernel takes fewer key/value heads than query heads (grouped-query attention) as they are,
+        # and lays its outputs out (rows, length, heads, ...): back to packed order without a copy.
+        flash = getattr(torch.ops.aten, FLASH_WITH_LSE)
+        sizes = [rows * length for rows, length in self.runs]
+        outputs, lses = [], []
+        for (rows, length), *run in zip(self.runs, q.split(sizes), k.split(sizes), v.split(sizes)):
+            out, lse = flash(*(x.view(rows, length, *x.shape[1:]).transpose(1, 2) for x in run), is_causal=True)
+            outputs.append(out.transpose(1, 2).reshape(rows * length, out.shape[1], out.shape[3]))
+            lses.append(lse.transpose(1, 2).reshape(rows * length, lse.shape[1]))
+        if len(outputs) == 1:
+            return outputs[0], lses[0]
+        return torch.cat(outputs), torch.cat(lses)
+
+    def _after_prefix(self, layer: int, q: torch.Tensor, own: torch.Tensor, own_lse: torch.Tensor) -> torch.Tensor:
+        """Every token's attention over the prefix and its own row, from the own-row part and its log-sum-exps."""
+        flash = getattr(torch.ops.aten, FLASH_WITH_LSE)
+        shared_k, shared_v = (x[None] for x in self.prefix[layer])
+        on_prefix, prefix_lse = flash(q.transpose(0, 1)[None], shared_k, shared_v)  # (1, heads, T, d), (1, heads, T)
+        # The prefix's share of each output is its softmax mass, sigmoid(prefix lse - own lse). The
+        # log-sum-exps are float32 whatever the model's dtype: merge in float32 (one `lerp` pass), hand back the model's.
+        share = torch.sigmoid(prefix_lse[0].t().float() - own_lse.float())[..., None]
+        return torch.lerp(own.float(), on_prefix[0].transpose(0, 1).float(), share).to(q.dtype)
 
     def _grid(self, role: str, x: torch.Tensor) -> torch.Tensor:
         """(T, heads, d) packed -> (rows, heads, width, d) with zero padding.
@@ -94,34 +143,6 @@ class RowsAttention:
     def _packed(self, grid: torch.Tensor) -> torch.Tensor:
         """(rows, heads, width, ...) -> (T, heads, ...) of the real tokens."""
         return grid.transpose(1, 2).reshape(self.rows * self.width, *grid.shape[1:2], *grid.shape[3:])[self.slot]
-
-    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self.sink is not None:
-            self.sink(layer, k, v)
-        if self.merged:
-            out = self._merged(layer, q, k, v)
-        elif self.prefix:
-            shared_k, shared_v = self.prefix[layer]
-            keys = torch.cat([shared_k.expand(self.rows, -1, -1, -1), self._grid("k", k)], dim=2)
-            values = torch.cat([shared_v.expand(self.rows, -1, -1, -1), self._grid("v", v)], dim=2)
-            grid = F.scaled_dot_product_attention(self._grid("q", q), keys, values, attn_mask=self.mask, enable_gqa=True)
-            out = self._packed(grid)
-        else:
-            grids = (self._grid(role, x) for role, x in (("q", q), ("k", k), ("v", v)))
-            out = self._packed(F.scaled_dot_product_attention(*grids, is_causal=True, enable_gqa=True))
-        return out.reshape(q.shape[0], -1)
-
-    def _merged(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # The kernel takes fewer key/value heads than query heads (grouped-query attention) as they are.
-        flash = getattr(torch.ops.aten, FLASH_WITH_LSE)
-        shared_k, shared_v = (x[None] for x in self.prefix[layer])
-        on_prefix, prefix_lse = flash(q.transpose(0, 1)[None], shared_k, shared_v)  # (1, heads, T, d), (1, heads, T)
-        own, own_lse = flash(self._grid("q", q), self._grid("k", k), self._grid("v", v), is_causal=True)
-        own, own_lse = self._packed(own), self._packed(own_lse[..., None])[..., 0]  # (T, heads, d), (T, heads)
-        # The prefix's share of each output is its softmax mass, sigmoid(prefix lse - own lse). The
-        # log-sum-exps are float32 whatever the model's dtype: merge in float32 (one `lerp` pass), hand back the model's.
-        share = torch.sigmoid(prefix_lse[0].t().float() - own_lse.float())[..., None]
-        return torch.lerp(own.float(), on_prefix[0].transpose(0, 1).float(), share).to(q.dtype)
 
 
 def record_into(store: KeyValues) -> Callable[[int, torch.Tensor, torch.Tensor], None]:
