@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from qwen_evals.backends.hf.attention import RowsAttention
 from qwen_evals.backends.hf.backend import HFBackend
 from qwen_evals.backends.hf.decoder import Decoder, unsupported_reason
 from qwen_evals.backends.hf.refill import token_chooser
@@ -74,8 +76,6 @@ def test_sampling_with_top_k_1_is_greedy(packed):
 
 
 def test_greedy_choice_breaks_ties_at_the_first_index_as_argmax_does():
-    import torch
-
     logits = torch.tensor([[0.0, 2.0, 1.0, 2.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -3.0, -0.5, -0.5]])
     chosen = token_chooser(Decoding())(logits, None)
     assert chosen.tolist() == logits.argmax(-1).tolist() == [1, 0, 2]
@@ -187,8 +187,6 @@ def test_bf16_rows_over_a_shared_prefix_score_as_transformers_does(tiny_qwen2):
 
 def reference_attention(q, k, v, lengths, prefix):
     """float64 softmax attention of each packed row over the prefix and, causally, itself."""
-    import torch
-
     groups = q.shape[1] // k.shape[1]
     outputs, start = [], 0
     for length in lengths:
@@ -207,10 +205,6 @@ def reference_attention(q, k, v, lengths, prefix):
 @pytest.mark.parametrize("packed_rows", [True, False], ids=["packed-runs", "padded-grid"])
 def test_rows_attend_causally_to_themselves_after_the_prefix(prefix_length, packed_rows):
     """Both layouts, rows of unsorted lengths with runs of equal ones, grouped-query heads, against float64."""
-    import torch
-
-    from qwen_evals.backends.hf.attention import RowsAttention
-
     lengths, heads, kv_heads, head_dim = [5, 9, 9, 3, 9, 1, 1], 6, 2, 16
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(sum(lengths), n, head_dim, generator=generator) for n in (heads, kv_heads, kv_heads))
