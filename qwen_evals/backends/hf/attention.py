@@ -63,7 +63,7 @@ class RowsAttention:
     ) -> None:
         self.rows, self.width = len(lengths), max(lengths)
         self.prefix, self.sink = prefix, sink
-        self.packed = device.type == "cpu" and hasattr(torch.ops.aten, FLASH_WITH_LSE) if packed is None else packed
+        self.packed = (device.type == "cpu" and hasattr(torch.ops.aten, FLASH_WITH_LSE)) if packed is None else packed
         self.runs = [(len(list(run)), length) for length, run in itertools.groupby(lengths)]
         """(rows, length) of each run of neighbouring rows of equal length."""
         sizes = torch.tensor(list(lengths), device=device)
