@@ -5,8 +5,9 @@
   (int8 row scales; NF4 block absmax and code book), which transformers'
   `get_memory_footprint` leaves out.
 - `load_peak_bytes`: the peak while the model loads (a quantized load holds
-  unquantized tensors for a while); `peak_bytes`: the peak from then to the end
-  of the run, weights included.
+  unquantized tensors for a while; an unquantized CPU load holds the weights
+  file's map and their copy on huge pages, `hf/host_memory.py`, for a moment);
+  `peak_bytes`: the peak from then to the end of the run, weights included.
 - `measure` says what the peaks are. On CUDA, `torch.cuda.max_memory_allocated`
   summed over the visible GPUs: tensors only, not the caching allocator's
   reserve. On the CPU, the process's resident set size high-water mark (Linux
@@ -97,17 +98,22 @@ def _proc_status_bytes(field: str) -> int | None:
 
 
 def weights_bytes(model: Any) -> int:
-    """Bytes of the model's parameters, buffers and bitsandbytes quantization state, each storage counted once."""
-    storages: dict[tuple[str, int], int] = {}
+    """Bytes of the model's parameters, buffers and bitsandbytes quantization state, each tensor's memory counted once.
+
+    Counted by the tensors' own bytes, not their storages': on the CPU the
+    weights share one storage (`hf/host_memory.py`), and tied weights or
+    bitsandbytes' `CB` share their tensor's address.
+    """
+    spans: dict[tuple[str, int], int] = {}
     for module in model.modules():
         holders = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
         # Linear8bitLt moves its int8 matrix and scales from the weight to `module.state` at its first forward.
         holders.append(getattr(module, "state", None))
         for part in chain.from_iterable(quantization_state(h) for h in holders):
             if part.device.type != "meta":
-                storage = part.untyped_storage()
-                storages[(str(part.device), storage.data_ptr())] = storage.nbytes()
-    return sum(storages.values())
+                key = (str(part.device), part.data_ptr())
+                spans[key] = max(spans.get(key, 0), part.numel() * part.element_size())
+    return sum(spans.values())
 
 
 def quantization_state(holder: Any) -> list[Any]:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from qwen_evals.backends.hf import host_memory
+
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]
 """Per layer, keys and values of shape (kv heads, tokens, head dim) after rotary embedding."""
 
@@ -164,9 +166,9 @@ class SlotCache:
     def __init__(self, layers: int, slots: int, kv_heads: int, capacity: int, head_dim: int, dtype, device) -> None:
         shape = (slots, kv_heads, capacity, head_dim)
         # Zeros, not empty: a step reads cells past a short sequence's end (masked out), and masking
-        # cannot undo a NaN that uninitialised memory may hold.
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        # cannot undo a NaN that uninitialised memory may hold. On huge pages on the CPU: every step streams them.
+        self.keys = [host_memory.zeros(shape, dtype, device) for _ in range(layers)]
+        self.values = [host_memory.zeros(shape, dtype, device) for _ in range(layers)]
         self.slots, self.capacity = slots, capacity
 
     def cells(self, slot: torch.Tensor, position: torch.Tensor) -> torch.Tensor:

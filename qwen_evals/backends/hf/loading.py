@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from qwen_evals.backends.hf import host_memory
 from qwen_evals.backends.hf.gguf import dequantized_copy
 from qwen_evals.backends.hf.long_context import long_context_config_overrides
 from qwen_evals.backends.precision import Precision
@@ -135,6 +136,8 @@ def load_model_and_tokenizer(
     except (OSError, ValueError, ImportError) as error:
         raise EvalError(f"Could not load model.path={path!r}: {error}") from error
     model.eval()
+    if load_device(device_map) == "cpu":
+        chosen["weights_memory"] = host_memory.move_weights(model)
     chosen["commit"] = getattr(model.config, "_commit_hash", None)  # the hub commit a hub id resolved to
     chosen["revision"] = chosen["commit"] or revision
     return model, tokenizer, chosen
