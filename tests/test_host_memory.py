@@ -34,6 +34,7 @@ def test_cpu_zeros_are_zero_writable_and_advised_huge():
     x[1, 1, 4, 3] = 7.0
     assert x.sum() == 7.0 and advised_huge(x)
     assert not advised_huge(torch.zeros(1 << 20))  # torch's allocator does not ask (no THP_MEM_ALLOC_ENABLE)
+    assert host_memory.zeros((0, 3), torch.float32, torch.device("cpu")).shape == (0, 3)
 
 
 def test_the_slot_cache_lives_on_huge_pages():

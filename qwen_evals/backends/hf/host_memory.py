@@ -34,7 +34,9 @@ def available() -> bool:
 
 def _huge_page_bytes(nbytes: int) -> torch.Tensor:
     """A zero-filled uint8 tensor of `nbytes` in its own anonymous map, advised to use huge pages."""
-    region = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if nbytes == 0:  # an empty map cannot be made, nor a tensor over one
+        return torch.zeros(0, dtype=torch.uint8)
+    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     region.madvise(mmap.MADV_HUGEPAGE)  # before the first write, so the first touch faults in huge pages
     return torch.frombuffer(region, dtype=torch.uint8, count=nbytes)
 
