@@ -18,6 +18,7 @@ Values are copied bit for bit: results do not change.
 
 from __future__ import annotations
 
+import math
 import mmap
 from collections.abc import Sequence
 from typing import Any
@@ -45,10 +46,7 @@ def zeros(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str) 
     """torch.zeros(shape), on huge pages when on the CPU (a fresh anonymous map is already zero)."""
     if torch.device(device).type != "cpu" or not available():
         return torch.zeros(tuple(shape), dtype=dtype, device=device)
-    numel = 1
-    for size in shape:
-        numel *= size
-    return _huge_page_bytes(numel * dtype.itemsize).view(dtype).view(tuple(shape))
+    return _huge_page_bytes(math.prod(shape) * dtype.itemsize).view(dtype).view(tuple(shape))
 
 
 def move_weights(model: Any) -> dict[str, Any]:
