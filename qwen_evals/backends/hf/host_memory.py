@@ -18,6 +18,7 @@ Values are copied bit for bit: results do not change.
 
 from __future__ import annotations
 
+import itertools
 import math
 import mmap
 from collections.abc import Sequence
@@ -62,13 +63,10 @@ def move_weights(model: Any) -> dict[str, Any]:
         return {"huge_pages": False, "why": "quantized parameters"}
     if any(p.device.type != "cpu" for p in parameters):
         return {"huge_pages": False, "why": "weights not on the CPU"}
-    offsets, total = [], 0
-    for p in parameters:
-        offsets.append(total)
-        total += -(-p.numel() * p.element_size() // ALIGNMENT) * ALIGNMENT
-    arena = _huge_page_bytes(total)
+    sizes = [p.numel() * p.element_size() for p in parameters]
+    offsets = list(itertools.accumulate((-(-n // ALIGNMENT) * ALIGNMENT for n in sizes), initial=0))
+    arena = _huge_page_bytes(offsets[-1])
     with torch.no_grad():
-        for p, offset in zip(parameters, offsets):
-            nbytes = p.numel() * p.element_size()
+        for p, offset, nbytes in zip(parameters, offsets, sizes):
             p.data = arena[offset : offset + nbytes].view(p.dtype).view(p.shape).copy_(p.data)
-    return {"huge_pages": True, "bytes": total}
+    return {"huge_pages": True, "bytes": offsets[-1]}
