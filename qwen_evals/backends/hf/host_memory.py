@@ -5,9 +5,9 @@ slot's keys and values from memory, a few hundred megabytes per step for a
 small model. With 4 KiB pages that stream costs a page-table walk every 4 KiB;
 on 2 MiB pages the same reads ran 15-30% faster here while the machine's
 neighbours took part of its memory bandwidth, though a quiet machine generated
-equally fast either way (BENCHMARKS.md). Linux
-backs memory with huge pages only where asked (transparent huge pages in
-"madvise" mode, the usual default), and neither of these tensors asks:
+equally fast either way (BENCHMARKS.md). Linux backs memory with huge pages
+only where asked (transparent huge pages in "madvise" mode, the usual
+default), and neither of these tensors asks:
 weights loaded from safetensors are a private map of the file (page-cache
 pages, 8-byte aligned), and torch's allocator asks only when the
 THP_MEM_ALLOC_ENABLE environment variable was set before its first
