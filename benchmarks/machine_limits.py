@@ -1,5 +1,9 @@
 """The machine's limits for the benchmark's dtype and thread count: dense matmul rate and memory bandwidth.
 
+The matmul rate is the faster of torch's `mm` and, in float32 on the CPU,
+oneDNN on a packed weight (the suite's own kernel there, `cpu_linear.py`), so
+a fraction of it is a fraction of the best this machine's kernels reach.
+
 Each figure is the best of `passes` passes, a pass being the best of several
 timed trials of at least `min_seconds` each, so a busy moment lowers one pass,
 not the figure. The load average is recorded beside it: on a shared machine
@@ -17,6 +21,8 @@ import time
 from collections.abc import Callable
 
 import torch
+
+from qwen_evals.backends.hf.cpu_linear import BATCH_HINT, packing_available
 
 MATMUL = (2048, 2048, 2048)
 COPY_BYTES = 512 * 2**20
@@ -55,12 +61,18 @@ def best_seconds(work: Callable[[], object], min_seconds: float = 0.25, trials: 
     return best
 
 
-def matmul_flops(dtype: torch.dtype, device: str, shape: tuple[int, int, int] = MATMUL) -> float:
-    """FLOP/s of one (m x k) @ (k x n) product into a preallocated output."""
+def matmul_flops(dtype: torch.dtype, device: str, shape: tuple[int, int, int] = MATMUL) -> dict[str, float]:
+    """FLOP/s of one (m x k) @ (k x n) product: torch's `mm` into a preallocated output and, where the
+    suite multiplies through it (float32 on the CPU), oneDNN on the weight packed once; the rate is the faster."""
     m, k, n = shape
     a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
     out = torch.empty(m, n, dtype=dtype, device=device)
-    return 2 * m * k * n / best_seconds(lambda: torch.mm(a, b, out=out))
+    rates = {"mm_flops_per_s": 2 * m * k * n / best_seconds(lambda: torch.mm(a, b, out=out))}
+    if packing_available(dtype, torch.device(device)):
+        packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), BATCH_HINT)
+        product = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")  # noqa: E731
+        rates["onednn_packed_flops_per_s"] = 2 * m * k * n / best_seconds(product)
+    return {"matmul_flops_per_s": max(rates.values()), **rates}
 
 
 def bandwidth(device: str, nbytes: int = COPY_BYTES) -> dict[str, float]:
@@ -76,7 +88,7 @@ def bandwidth(device: str, nbytes: int = COPY_BYTES) -> dict[str, float]:
 def measure(dtype: torch.dtype, device: str = "cpu", passes: int = 3) -> dict[str, float | list[float]]:
     runs = []
     for _ in range(passes):
-        runs.append({"matmul_flops_per_s": matmul_flops(dtype, device), **bandwidth(device)})
+        runs.append({**matmul_flops(dtype, device), **bandwidth(device)})
     best = {key: max(run[key] for run in runs) for key in runs[0]}
     return {**best, "threads": torch.get_num_threads(), "dtype": str(dtype), "load_average": list(os.getloadavg())}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -70,19 +71,22 @@ def decode(result: dict[str, Any]) -> str:
 
 
 def machine(result: dict[str, Any]) -> str:
-    lines = ["| when | threads | matmul GFLOP/s | copy GB/s | read GB/s | load avg |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| when | threads | matmul GFLOP/s (mm; oneDNN packed) | copy GB/s | read GB/s | load avg |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for when in ("machine", "machine_after"):
         m = result.get(when)
         if m:
+            kernels = "; ".join(f"{m[k] / 1e9:.0f}" for k in ("mm_flops_per_s", "onednn_packed_flops_per_s") if k in m)
             lines.append(
-                f"| {'before' if when == 'machine' else 'after'} | {m['threads']} | {m['matmul_flops_per_s'] / 1e9:.0f} | "
+                f"| {'before' if when == 'machine' else 'after'} | {m['threads']} | {m['matmul_flops_per_s'] / 1e9:.0f} ({kernels}) | "
                 f"{m['copy_bytes_per_s'] / 1e9:.1f} | {m['read_bytes_per_s'] / 1e9:.1f} | {m['load_average'][0]:.1f} |"
             )
     return "\n".join(lines)
 
 
 def tables(result: dict[str, Any]) -> str:
-    parts = ["## machine", machine(result), "## headline", headline(result)]
+    parts = ["## machine", machine(result), f"this suite's linear kernel: {json.dumps(result.get('linear_kernel'))}",
+             "## headline", headline(result)]  # fmt: skip
     for key in ("mc", "gen"):
         if key in result:
             parts += [f"## {key}", detail(result, key)]

@@ -203,8 +203,10 @@ def main() -> None:
     limits = machine_limits.measure(getattr(torch, args.dtype), args.device)
     backend = HFBackend(name="bench", path=str(args.model), precision=Precision(args.dtype, args.dtype), device_map=args.device)
     shapes = ModelShapes.of(backend.model)
+    described = backend.describe()
     result = {"model": str(args.model), "device": args.device, "dtype": args.dtype, "threads": args.threads,
-              "machine": limits, "shapes": shapes.__dict__}  # fmt: skip
+              "machine": limits, "shapes": shapes.__dict__,
+              "linear_kernel": {k: described[k] for k in ("linear_kernel", "linear_kernel_trial")}}  # fmt: skip
     if args.workload in ("mc", "both"):
         result["mc"] = bench_mc(args, backend, shapes, limits)
     if args.workload in ("gen", "both"):

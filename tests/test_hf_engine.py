@@ -19,7 +19,7 @@ FACTS = ("text", "finish_reason", "stop", "prompt_tokens", "generated_tokens")
 
 @pytest.fixture(scope="module")
 def packed(tiny_qwen2) -> HFBackend:
-    return backend(tiny_qwen2, max_batch_size=3)
+    return backend(tiny_qwen2, max_batch_size=3, pack_linears=True)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,9 @@ def facts(generations) -> list[list]:
 def test_the_tiny_model_runs_packed_and_refilled(packed, padded):
     assert packed.describe()["scoring_forward"] == "packed" and packed.generator.engine == "refill"
     assert padded.describe()["scoring_forward"] == "padded" and padded.generator.engine == "static"
+    # The projections' kernel changes the last bits of every output: it is recorded and keys stored results.
+    assert (packed.describe()["linear_kernel"], packed.identity()["linear_kernel"]) == ("onednn-packed",) * 2
+    assert (padded.describe()["linear_kernel"], padded.identity()["linear_kernel"]) == ("torch",) * 2
 
 
 def test_packed_scores_equal_the_padded_transformers_forward(packed, padded):

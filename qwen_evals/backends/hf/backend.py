@@ -23,6 +23,7 @@ from qwen_evals.backends.chat_format import QWEN_DEFAULT_SYSTEM
 from qwen_evals.backends.checkpoints import weights_identity
 from qwen_evals.backends.hf.batcher import Batcher
 from qwen_evals.backends.hf.compat import ModelCompat
+from qwen_evals.backends.hf.cpu_linear import check_choice
 from qwen_evals.backends.hf.decoder import Decoder
 from qwen_evals.backends.hf.generation import Generator
 from qwen_evals.backends.hf.loading import (
@@ -61,10 +62,12 @@ class HFBackend:
         reuse_prefix: bool = True,
         min_prefix_tokens: int = 32,
         packed: bool = True,
+        pack_linears: bool | str = "auto",
         generation_engine: str = "auto",
         system_prompt: str | None = QWEN_DEFAULT_SYSTEM,
         generation_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        check_choice(pack_linears)  # before the slow load
         self.name = name
         self.path = path
         self.revision = revision
@@ -101,7 +104,7 @@ class HFBackend:
         )  # fmt: skip
         self.batcher = Batcher(max_batch_tokens, max_batch_size, pad_id, next(self.model.parameters()).device)
         compat = ModelCompat(self.model)
-        self.decoder = Decoder.of(self.model) if packed else None
+        self.decoder = Decoder.of(self.model, pack_linears) if packed else None
         if self.decoder is not None:
             forward: PackedForward | PaddedForward = PackedForward(self.decoder)
         else:
@@ -195,12 +198,18 @@ class HFBackend:
             "max_length": self.max_length,
             "generation_engine": self.generation_engine,
             "scoring_forward": self.scoring_forward,
+            "linear_kernel": self.linear_kernel,
             "generation_kwargs": self.generation_kwargs,
         }
 
     @property
     def scoring_forward(self) -> str:
         return "packed" if self.decoder is not None else "padded"
+
+    @property
+    def linear_kernel(self) -> str:
+        """What multiplies the packed engine's projections (`cpu_linear.py`); `torch` where transformers' forward runs."""
+        return self.decoder.linear.kernel if self.decoder is not None else "torch"
 
     @contextmanager
     def one_at_a_time(self) -> Iterator[None]:
@@ -217,6 +226,8 @@ class HFBackend:
             **self.prompts.describe(),
             "max_batch_tokens": self.batcher.max_batch_tokens,
             "scoring_forward": self.scoring_forward,
+            "linear_kernel": self.linear_kernel,
+            "linear_kernel_trial": self.decoder.linear.trial if self.decoder is not None else None,
             "generation_engine": self.generator.engine,
             "generation_kwargs": self.generation_kwargs,
             "generation": {

@@ -14,6 +14,9 @@ the RMSNorms run their formula with the steps in place, and the rotary
 embedding skips its negated, concatenated copy of every head (each only where
 it reproduces the model's own function bit for bit on a probe); the SiLU-gated
 MLP applies its activation and gate in place on the projections' fresh outputs.
+The projections and the LM head themselves, in float32 on the CPU, multiply
+through oneDNN on weights laid out once (`cpu_linear.py`): the same weights,
+another kernel, whose sums round in another order than torch's `linear`.
 A layer runs on all tokens of a forward at once: splitting them into chunks
 of 512-1,024 tokens, to keep the element-wise steps' data in cache, measured
 5-10% slower on the CPU (the chunks' outputs must be joined again).
@@ -33,6 +36,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from qwen_evals.backends.hf.cpu_linear import PackedLinears
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 Attention = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -78,7 +83,7 @@ def unsupported_reason(model: Any) -> str | None:
 class Decoder:
     """Packed forward passes through one loaded model's modules."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, pack_linears: bool | str = "auto") -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(reason)
@@ -104,12 +109,20 @@ class Decoder:
             vocab=model.lm_head.weight.shape[0],
             non_embedding_params=sum(p.numel() for p in inner.layers.parameters()) + inner.norm.weight.numel(),
         )
+        self.linear = PackedLinears(self._linear_modules(), [model.lm_head], self.dtype, self.device, pack_linears)
         self._fast_rope = self.dtype == torch.float32 and self._fast_rope_matches(inner.rotary_emb)
         self._fast_norm = self.dtype == torch.float32 and self._fast_norms_match()
 
+    def _linear_modules(self) -> list[list[Any]]:
+        """Each layer's projections, and its MLP's where the engine calls them itself."""
+        names = [("self_attn", p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        if self._silu_mlp:
+            names += [("mlp", p) for p in ("gate_proj", "up_proj", "down_proj")]
+        return [[getattr(getattr(layer, part), name) for part, name in names] for layer in self.layers]
+
     @classmethod
-    def of(cls, model: Any) -> Decoder | None:
-        return None if unsupported_reason(model) else cls(model)
+    def of(cls, model: Any, pack_linears: bool | str = "auto") -> Decoder | None:
+        return None if unsupported_reason(model) else cls(model, pack_linears)
 
     def kv_bytes_per_token(self) -> int:
         s = self.shapes
@@ -153,19 +166,19 @@ class Decoder:
         """Queries, keys and values (T, heads, d) of a layer, rotary embedding applied."""
         attn, s = layer.self_attn, self.shapes
         h = self._norm(layer.input_layernorm, x)
-        q = attn.q_proj(h).view(-1, s.heads, s.head_dim)
-        k = attn.k_proj(h).view(-1, s.kv_heads, s.head_dim)
+        q = self.linear(attn.q_proj, h).view(-1, s.heads, s.head_dim)
+        k = self.linear(attn.k_proj, h).view(-1, s.kv_heads, s.head_dim)
         if self._qk_norm:
             q, k = attn.q_norm(q), attn.k_norm(k)
         if self._fast_rope:
             q, k = rotated(q, cos, sin), rotated(k, cos, sin)
         else:
             q, k = self._rope(q, k, cos, sin, unsqueeze_dim=1)
-        return q, k, attn.v_proj(h).view(-1, s.kv_heads, s.head_dim)
+        return q, k, self.linear(attn.v_proj, h).view(-1, s.kv_heads, s.head_dim)
 
     def _mix(self, layer: Any, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """The layer's output: residual + attention output projection, then residual + MLP."""
-        y = layer.self_attn.o_proj(attended).add_(x)
+        y = self.linear(layer.self_attn.o_proj, attended).add_(x)
         return self._mlp(layer.mlp, self._norm(layer.post_attention_layernorm, y)).add_(y)
 
     def _norm(self, norm: Any, x: torch.Tensor) -> torch.Tensor:
@@ -175,11 +188,12 @@ class Decoder:
         """down(silu(gate(h)) * up(h)), the element-wise steps in place on the projections' fresh outputs."""
         if not self._silu_mlp:
             return mlp(h)
-        return mlp.down_proj(F.silu(mlp.gate_proj(h), inplace=True).mul_(mlp.up_proj(h)))
+        linear = self.linear
+        return linear(mlp.down_proj, F.silu(linear(mlp.gate_proj, h), inplace=True).mul_(linear(mlp.up_proj, h)))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """float32 logits of the LM head over the given hidden rows only."""
-        return self.model.lm_head(hidden).float()
+        return self.linear(self.model.lm_head, hidden).float()
 
 
 def rotated(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,123 @@
+"""The decoder's linear layers on the CPU: torch's `linear`, or oneDNN on weights packed once, whichever is faster here.
+
+torch's CPU `linear` in float32 hands every call to MKL's sgemm. oneDNN can
+instead multiply against a weight laid out once in its own blocked format
+(`torch.ops.mkldnn`'s `_reorder_linear_weight` and `_linear_pointwise`, the
+ops torch's inductor uses when it freezes a model for the CPU). Which is
+faster depends on the processor: on a 2-core AMD EPYC oneDNN ran a decoding
+step's products at 34 rows twice as fast as MKL and scoring-sized batches
+10-15% faster; on a 2-core Intel Xeon it ran the scoring-sized ones 10-15%
+slower, and a step's rows slower too (BENCHMARKS.md). So with `pack="auto"` the weights are packed and both
+kernels are timed at load on the model's own products, at a decoding step's
+row count (all layers, so the weights stream from memory as they do in a
+step) and at a scoring batch's (one layer); oneDNN is kept when its speed-up,
+averaged geometrically over the two, is above 1. The times are recorded.
+
+A row's result through oneDNN does not depend on the other rows of the call
+(bit for bit, alone or in a batch of any size), where MKL's sgemm gives
+last-bit differences; and its sums round in another order than MKL's, so
+logits differ from transformers' own forward in the last bits. The kernel is
+part of the backend's identity (`PackedLinears.kernel`).
+
+The packed copies sit beside the model's own weights, which its forward
+(transformers' `generate`, other engines) still reads: where oneDNN is kept,
+the projection weights take twice their memory. Only float32 weights on the
+CPU are candidates, where torch has the ops.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from qwen_evals.core.errors import EvalError
+
+BATCH_HINT = 64
+"""Rows oneDNN is told to expect when it lays a weight out; the results were the same for hints of 16 to 4,096."""
+TRIAL_ROWS = {"decode": 32, "score": 1024}
+"""Row counts the load-time trial times: a decoding step's live slots, and a scoring batch's tokens."""
+TRIAL_ROUNDS = 3
+
+
+def check_choice(pack: object) -> None:
+    if pack not in ("auto", True, False):
+        raise EvalError(f"model.pack_linears={pack!r} is not one of auto, true, false")
+
+
+def packing_available(dtype: torch.dtype, device: torch.device) -> bool:
+    ops = torch.ops.mkldnn
+    return (
+        device.type == "cpu"
+        and dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_reorder_linear_weight")
+        and hasattr(ops, "_linear_pointwise")
+    )
+
+
+class PackedLinears:
+    """Applies `torch.nn.Linear` modules through their oneDNN-packed weights where that was chosen, else as they are.
+
+    `pack`: "auto" (time both kernels at load and keep the faster), True (pack
+    wherever available), False (never). `layers` groups the modules by decoder
+    layer, for the trial; `extra` (the LM head) is packed with them.
+    """
+
+    def __init__(self, layers: Sequence[Sequence[Any]], extra: Sequence[Any], dtype: torch.dtype, device: torch.device,
+                 pack: bool | str = "auto") -> None:  # fmt: skip
+        check_choice(pack)
+        self._packed: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.trial: dict[str, Any] | None = None
+        """Milliseconds of each kernel on the trial's products, when `pack="auto"` timed them."""
+        if pack and packing_available(dtype, device):
+            with torch.inference_mode():
+                for module in [m for layer in layers for m in layer] + list(extra):
+                    # Exactly `Linear` with float weights: quantized layers (bitsandbytes') subclass it.
+                    if type(module) is torch.nn.Linear and module.weight.dtype == dtype:
+                        packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), BATCH_HINT)
+                        self._packed[id(module)] = (packed, module.bias)
+            if pack == "auto" and self._packed:
+                self.trial = self._time_both(layers, dtype)
+                if self.trial["onednn_speedup"] <= 1.0:
+                    self._packed.clear()
+        self.kernel = "onednn-packed" if self._packed else "torch"
+        """What multiplies the decoder's projections: `onednn-packed`, or `torch` (the modules' own `linear`)."""
+
+    def __call__(self, module: Any, x: torch.Tensor) -> torch.Tensor:
+        packed = self._packed.get(id(module))
+        if packed is None:
+            return module(x)
+        weight, bias = packed
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @torch.inference_mode()
+    def _time_both(self, layers: Sequence[Sequence[Any]], dtype: torch.dtype) -> dict[str, Any]:
+        """Milliseconds of both kernels: every layer's products at `decode` rows, the first layer's at `score` rows."""
+        trial: dict[str, Any] = {"rows": dict(TRIAL_ROWS)}
+        for name, rows in TRIAL_ROWS.items():
+            modules = [m for layer in (layers if name == "decode" else layers[:1]) for m in layer if id(m) in self._packed]
+            trial[name] = self._best_ms(modules, rows, dtype)
+        speedups = [trial[n]["torch"] / trial[n]["onednn"] for n in TRIAL_ROWS]
+        trial["onednn_speedup"] = round(math.prod(speedups) ** (1 / len(speedups)), 3)
+        return trial
+
+    def _best_ms(self, modules: list[Any], rows: int, dtype: torch.dtype) -> dict[str, float]:
+        """Best-of-rounds milliseconds of one pass over `modules` at `rows` rows, the kernels alternated."""
+        inputs = {width: torch.randn(rows, width, dtype=dtype) for width in {m.in_features for m in modules}}
+        runs: dict[str, Callable[[], object]] = {
+            "torch": lambda: [m(inputs[m.in_features]) for m in modules],
+            "onednn": lambda: [self(m, inputs[m.in_features]) for m in modules],
+        }
+        for run in runs.values():
+            run()  # first calls: allocations, kernel selection
+        best = dict.fromkeys(runs, math.inf)
+        for _ in range(TRIAL_ROUNDS):
+            for kernel, run in runs.items():
+                start = time.perf_counter()
+                run()
+                best[kernel] = min(best[kernel], time.perf_counter() - start)
+        return {kernel: round(1000 * seconds, 3) for kernel, seconds in best.items()}

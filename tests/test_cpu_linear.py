@@ -1,0 +1,111 @@
+"""The packed engine's linear layers through oneDNN on the CPU (cpu_linear.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen_evals.backends.hf import cpu_linear
+from qwen_evals.backends.hf.cpu_linear import PackedLinears, packing_available
+from qwen_evals.core.errors import EvalError
+
+CPU = torch.device("cpu")
+
+
+def packed_always(*modules: torch.nn.Linear, dtype: torch.dtype = torch.float32) -> PackedLinears:
+    return PackedLinears([list(modules)], [], dtype, CPU, pack=True)
+
+
+def linear(rows: int, columns: int, bias: bool, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Linear:
+    torch.manual_seed(seed)
+    module = torch.nn.Linear(columns, rows, bias=bias).to(dtype)
+    torch.nn.init.normal_(module.weight, std=0.05)
+    return module
+
+
+def test_this_torch_build_packs_float32_on_the_cpu():
+    assert packing_available(torch.float32, CPU)
+    assert not packing_available(torch.bfloat16, CPU)
+    assert packed_always(linear(8, 4, bias=False)).kernel == "onednn-packed"
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_packed_products_are_the_modules_products(bias):
+    modules = [linear(1536, 576, bias, seed=1), linear(192, 576, bias, seed=2)]
+    packed = packed_always(*modules)
+    x = torch.randn(2, 37, 576)
+    with torch.inference_mode():
+        for module in modules:
+            ours, theirs = packed(module, x), module(x)
+            assert ours.shape == theirs.shape
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_a_rows_product_does_not_depend_on_the_other_rows_of_the_call():
+    module = linear(1536, 576, bias=True, seed=3)
+    packed = packed_always(module)
+    x = torch.randn(300, 576)
+    with torch.inference_mode():
+        whole = packed(module, x)
+        for rows in (1, 2, 7, 34, 50, 64, 65, 200):
+            assert torch.equal(packed(module, x[:rows]), whole[:rows])
+        for row in range(0, 300, 37):
+            assert torch.equal(packed(module, x[row : row + 1]), whole[row : row + 1])
+
+
+def test_modules_that_are_not_float32_linears_run_as_they_are():
+    class Quantized(torch.nn.Linear):
+        """Stands for bitsandbytes' layers, which subclass Linear with weights of their own."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) + 1.0
+
+    quantized = Quantized(16, 8)
+    half = linear(8, 16, bias=False, dtype=torch.bfloat16)
+    packed = packed_always(quantized)
+    assert packed.kernel == "torch"
+    x = torch.randn(3, 16)
+    with torch.inference_mode():
+        assert torch.equal(packed(quantized, x), quantized(x))
+        unpacked = packed_always(half, dtype=torch.bfloat16)
+        assert unpacked.kernel == "torch" and torch.equal(unpacked(half, x.bfloat16()), half(x.bfloat16()))
+
+
+@pytest.mark.parametrize(("speedup", "kernel"), [(0.8, "torch"), (1.0, "torch"), (1.6, "onednn-packed")])
+def test_auto_keeps_onednn_only_where_the_load_time_trial_finds_it_faster(monkeypatch, speedup, kernel):
+    timed = []
+
+    def trial(self, layers, dtype):
+        timed.append([len(layer) for layer in layers])
+        return {"onednn_speedup": speedup}
+
+    monkeypatch.setattr(PackedLinears, "_time_both", trial)
+    layers = [[linear(24, 16, bias=True, seed=i), linear(16, 24, bias=False, seed=10 + i)] for i in range(3)]
+    head = linear(40, 16, bias=False, seed=20)
+    packed = PackedLinears(layers, [head], torch.float32, CPU, pack="auto")
+    assert timed == [[2, 2, 2]] and packed.trial == {"onednn_speedup": speedup}
+    assert packed.kernel == kernel
+    x = torch.randn(5, 16)
+    with torch.inference_mode():
+        assert torch.equal(packed(head, x), head(x)) == (kernel == "torch")
+
+
+def test_the_trial_times_both_kernels_on_the_models_products():
+    layers = [[linear(96, 64, bias=True, seed=i), linear(64, 96, bias=False, seed=10 + i)] for i in range(2)]
+    packed = PackedLinears(layers, [], torch.float32, CPU, pack="auto")
+    trial = packed.trial
+    assert trial["rows"] == cpu_linear.TRIAL_ROWS
+    for name in cpu_linear.TRIAL_ROWS:
+        assert set(trial[name]) == {"torch", "onednn"} and all(ms > 0 for ms in trial[name].values())
+    assert packed.kernel == ("onednn-packed" if trial["onednn_speedup"] > 1 else "torch")
+
+
+def test_never_packing_leaves_the_modules_alone():
+    module = linear(24, 16, bias=True)
+    packed = PackedLinears([[module]], [], torch.float32, CPU, pack=False)
+    assert (packed.kernel, packed.trial) == ("torch", None)
+
+
+def test_an_unknown_choice_is_refused_by_its_option_name():
+    with pytest.raises(EvalError, match="model.pack_linears='fast'"):
+        PackedLinears([[linear(8, 4, bias=False)]], [], torch.float32, CPU, pack="fast")
