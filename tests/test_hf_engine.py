@@ -42,6 +42,9 @@ def test_the_tiny_model_runs_packed_and_refilled(packed, padded):
     # The projections' kernel changes the last bits of every output: it is recorded and keys stored results.
     assert (packed.describe()["linear_kernel"], packed.identity()["linear_kernel"]) == ("onednn-packed",) * 2
     assert (padded.describe()["linear_kernel"], padded.identity()["linear_kernel"]) == ("torch",) * 2
+    projections = [p for n, p in packed.model.named_parameters() if n.endswith("proj.weight")] + [packed.model.lm_head.weight]
+    assert packed.describe()["linear_packed_bytes"] == sum(p.numel() * 4 for p in projections)
+    assert padded.describe()["linear_packed_bytes"] == 0
 
 
 def test_packed_scores_equal_the_padded_transformers_forward(packed, padded):

@@ -228,6 +228,7 @@ class HFBackend:
             "scoring_forward": self.scoring_forward,
             "linear_kernel": self.linear_kernel,
             "linear_kernel_trial": self.decoder.linear.trial if self.decoder is not None else None,
+            "linear_packed_bytes": self.decoder.linear.packed_bytes if self.decoder is not None else 0,
             "generation_engine": self.generator.engine,
             "generation_kwargs": self.generation_kwargs,
             "generation": {

@@ -86,6 +86,8 @@ class PackedLinears:
                     self._packed.clear()
         self.kernel = "onednn-packed" if self._packed else "torch"
         """What multiplies the decoder's projections: `onednn-packed`, or `torch` (the modules' own `linear`)."""
+        self.packed_bytes = sum(w.numel() * w.element_size() for w, _ in self._packed.values())
+        """Memory of the packed copies, beside the model's own weights."""
 
     def __call__(self, module: Any, x: torch.Tensor) -> torch.Tensor:
         packed = self._packed.get(id(module))
