@@ -7,11 +7,12 @@ ops torch's inductor uses when it freezes a model for the CPU). Which is
 faster depends on the processor: on a 2-core AMD EPYC oneDNN ran a decoding
 step's products at 34 rows twice as fast as MKL and scoring-sized batches
 10-15% faster; on a 2-core Intel Xeon it ran the scoring-sized ones 10-15%
-slower, and a step's rows slower too (BENCHMARKS.md). So with `pack="auto"` the weights are packed and both
-kernels are timed at load on the model's own products, at a decoding step's
-row count (all layers, so the weights stream from memory as they do in a
-step) and at a scoring batch's (one layer); oneDNN is kept when its speed-up,
-averaged geometrically over the two, is above 1. The times are recorded.
+slower, and a step's rows slower too (BENCHMARKS.md). So with `pack="auto"`
+the weights are packed and both kernels are timed at load on the model's own
+products, at a decoding step's row count (all layers, so the weights stream
+from memory as they do in a step) and at a scoring batch's (one layer);
+oneDNN is kept when its speed-up, averaged geometrically over the two, is
+above 1. The times are recorded.
 
 A row's result through oneDNN does not depend on the other rows of the call
 (bit for bit, alone or in a batch of any size), where MKL's sgemm gives
@@ -22,7 +23,7 @@ part of the backend's identity (`PackedLinears.kernel`).
 The packed copies sit beside the model's own weights, which its forward
 (transformers' `generate`, other engines) still reads: where oneDNN is kept,
 the projection weights take twice their memory. Only float32 weights on the
-CPU are candidates, where torch has the ops.
+CPU are candidates: other dtypes were not measured.
 """
 
 from __future__ import annotations
