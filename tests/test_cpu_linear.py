@@ -100,6 +100,15 @@ def test_the_trial_times_both_kernels_on_the_models_products():
     assert packed.kernel == ("onednn-packed" if trial["onednn_speedup"] > 1 else "torch")
 
 
+def test_the_trial_leaves_the_runs_random_stream_alone():
+    layers = [[linear(96, 64, bias=True, seed=i)] for i in range(2)]
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    PackedLinears(layers, [], torch.float32, CPU, pack="auto")
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_never_packing_leaves_the_modules_alone():
     module = linear(24, 16, bias=True)
     packed = PackedLinears([[module]], [], torch.float32, CPU, pack=False)

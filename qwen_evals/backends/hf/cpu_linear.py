@@ -110,7 +110,8 @@ class PackedLinears:
 
     def _best_ms(self, modules: list[Any], rows: int, dtype: torch.dtype) -> dict[str, float]:
         """Best-of-rounds milliseconds of one pass over `modules` at `rows` rows, the kernels alternated."""
-        inputs = {width: torch.randn(rows, width, dtype=dtype) for width in {m.in_features for m in modules}}
+        generator = torch.Generator().manual_seed(0)  # its own: the run's random stream is not touched
+        inputs = {w: torch.randn(rows, w, generator=generator, dtype=dtype) for w in sorted({m.in_features for m in modules})}
         runs: dict[str, Callable[[], object]] = {
             "torch": lambda: [m(inputs[m.in_features]) for m in modules],
             "onednn": lambda: [self(m, inputs[m.in_features]) for m in modules],
