@@ -76,18 +76,24 @@ def test_auto_keeps_onednn_only_where_the_load_time_trial_finds_it_faster(monkey
     timed = []
 
     def trial(self, layers, dtype):
-        timed.append([len(layer) for layer in layers])
+        timed.append([[id(m) for m in layer] for layer in layers])
+        assert all(id(m) in self._packed for layer in layers for m in layer)  # packed before they are timed
         return {"onednn_speedup": speedup}
 
-    monkeypatch.setattr(PackedLinears, "_time_both", trial)
-    layers = [[linear(24, 16, bias=True, seed=i), linear(16, 24, bias=False, seed=10 + i)] for i in range(3)]
+    layers = [[linear(24, 16, bias=True, seed=i), linear(16, 24, bias=False, seed=10 + i)] for i in range(4)]
     head = linear(40, 16, bias=False, seed=20)
+    layer_bytes = sum(m.weight.numel() * 4 for m in layers[0])
+    monkeypatch.setattr(PackedLinears, "_time_both", trial)
+    monkeypatch.setattr(cpu_linear, "TRIAL_BYTES", 2 * layer_bytes)  # the trial streams the first two layers only
     packed = PackedLinears(layers, [head], torch.float32, CPU, pack="auto")
-    assert timed == [[2, 2, 2]] and packed.trial == {"onednn_speedup": speedup}
-    assert packed.kernel == kernel
+    assert timed == [[[id(m) for m in layer] for layer in layers[:2]]]
+    assert packed.trial == {"onednn_speedup": speedup} and packed.kernel == kernel
+    everything = 4 * layer_bytes + head.weight.numel() * 4
+    assert packed.packed_bytes == (everything if kernel == "onednn-packed" else 0)
     x = torch.randn(5, 16)
     with torch.inference_mode():
-        assert torch.equal(packed(head, x), head(x)) == (kernel == "torch")
+        ours = packed(head, x)
+        assert torch.equal(ours, head(x)) if kernel == "torch" else torch.allclose(ours, head(x), atol=1e-5)
 
 
 def test_the_trial_times_both_kernels_on_the_models_products():

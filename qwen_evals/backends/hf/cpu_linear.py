@@ -8,10 +8,11 @@ faster depends on the processor: on a 2-core AMD EPYC oneDNN ran a decoding
 step's products at 34 rows twice as fast as MKL and scoring-sized batches
 10-15% faster; on a 2-core Intel Xeon it ran the scoring-sized ones 10-15%
 slower, and a step's rows slower too (BENCHMARKS.md). So with `pack="auto"`
-the weights are packed and both kernels are timed at load on the model's own
-products, at a decoding step's row count (all layers, so the weights stream
-from memory as they do in a step) and at a scoring batch's (one layer);
-oneDNN is kept when its speed-up, averaged geometrically over the two, is
+both kernels are timed at load on the model's own products: at a decoding
+step's row count over the leading layers that hold `TRIAL_BYTES` of weights
+(all of a smaller model's), so they stream from memory as in a step, and at
+a scoring batch's row count over one layer. oneDNN is kept, and the other
+layers packed, when its speed-up averaged geometrically over the two is
 above 1. The times are recorded.
 
 A row's result through oneDNN does not depend on the other rows of the call
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -42,11 +43,24 @@ BATCH_HINT = 64
 TRIAL_ROWS = {"decode": 32, "score": 1024}
 """Row counts the load-time trial times: a decoding step's live slots, and a scoring batch's tokens."""
 TRIAL_ROUNDS = 3
+TRIAL_BYTES = 256 * 2**20
+"""Weights the decoding-row trial cycles through: far more than a CPU's caches, so they stream from memory as in a
+step, and few enough that a large model's trial takes seconds and packs no more than that before the choice."""
 
 
 def check_choice(pack: object) -> None:
     if pack not in ("auto", True, False):
         raise EvalError(f"model.pack_linears={pack!r} is not one of auto, true, false")
+
+
+def _streamed(layers: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+    """The leading layers whose weights reach `TRIAL_BYTES` (all of them in a smaller model)."""
+    total = 0
+    for count, layer in enumerate(layers, start=1):
+        total += sum(m.weight.numel() * m.weight.element_size() for m in layer)
+        if total >= TRIAL_BYTES:
+            return layers[:count]
+    return layers
 
 
 def packing_available(dtype: torch.dtype, device: torch.device) -> bool:
@@ -75,20 +89,26 @@ class PackedLinears:
         self.trial: dict[str, Any] | None = None
         """Milliseconds of each kernel on the trial's products, when `pack="auto"` timed them."""
         if pack and packing_available(dtype, device):
-            with torch.inference_mode():
-                for module in [m for layer in layers for m in layer] + list(extra):
-                    # Exactly `Linear` with float weights: quantized layers (bitsandbytes') subclass it.
-                    if type(module) is torch.nn.Linear and module.weight.dtype == dtype:
-                        packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), BATCH_HINT)
-                        self._packed[id(module)] = (packed, module.bias)
-            if pack == "auto" and self._packed:
-                self.trial = self._time_both(layers, dtype)
+            # Exactly `Linear` with float weights: quantized layers (bitsandbytes') subclass it.
+            packable = [[m for m in layer if type(m) is torch.nn.Linear and m.weight.dtype == dtype] for layer in layers]
+            if pack == "auto" and any(packable):
+                trial_layers = _streamed(packable)
+                self._pack(m for layer in trial_layers for m in layer)
+                self.trial = self._time_both(trial_layers, dtype)
                 if self.trial["onednn_speedup"] <= 1.0:
                     self._packed.clear()
+            if pack is True or self._packed:
+                extra_packable = [m for m in extra if type(m) is torch.nn.Linear and m.weight.dtype == dtype]
+                self._pack(m for m in [*(m for layer in packable for m in layer), *extra_packable] if id(m) not in self._packed)
         self.kernel = "onednn-packed" if self._packed else "torch"
         """What multiplies the decoder's projections: `onednn-packed`, or `torch` (the modules' own `linear`)."""
         self.packed_bytes = sum(w.numel() * w.element_size() for w, _ in self._packed.values())
         """Memory of the packed copies, beside the model's own weights."""
+
+    @torch.inference_mode()
+    def _pack(self, modules: Iterable[Any]) -> None:
+        for module in modules:
+            self._packed[id(module)] = (torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), BATCH_HINT), module.bias)
 
     def __call__(self, module: Any, x: torch.Tensor) -> torch.Tensor:
         packed = self._packed.get(id(module))
@@ -99,10 +119,11 @@ class PackedLinears:
 
     @torch.inference_mode()
     def _time_both(self, layers: Sequence[Sequence[Any]], dtype: torch.dtype) -> dict[str, Any]:
-        """Milliseconds of both kernels: every layer's products at `decode` rows, the first layer's at `score` rows."""
-        trial: dict[str, Any] = {"rows": dict(TRIAL_ROWS)}
+        """Milliseconds of both kernels: the layers' products at `decode` rows, the first layer's at `score` rows."""
+        trial: dict[str, Any] = {"rows": dict(TRIAL_ROWS), "layers": len(layers)}
         for name, rows in TRIAL_ROWS.items():
-            modules = [m for layer in (layers if name == "decode" else layers[:1]) for m in layer if id(m) in self._packed]
+            chosen = layers if name == "decode" else [next(layer for layer in layers if layer)]
+            modules = [m for layer in chosen for m in layer]
             trial[name] = self._best_ms(modules, rows, dtype)
         speedups = [trial[n]["torch"] / trial[n]["onednn"] for n in TRIAL_ROWS]
         trial["onednn_speedup"] = round(math.prod(speedups) ** (1 / len(speedups)), 3)
