@@ -62,13 +62,14 @@ def test_modules_that_are_not_float32_linears_run_as_they_are():
 
     quantized = Quantized(16, 8)
     half = linear(8, 16, bias=False, dtype=torch.bfloat16)
-    packed = packed_always(quantized)
-    assert packed.kernel == "torch"
+    packed = packed_always(quantized, half)  # a float32 model holding layers of other kinds
+    assert (packed.kernel, packed.packed_bytes) == ("torch", 0)
     x = torch.randn(3, 16)
     with torch.inference_mode():
         assert torch.equal(packed(quantized, x), quantized(x))
-        unpacked = packed_always(half, dtype=torch.bfloat16)
-        assert unpacked.kernel == "torch" and torch.equal(unpacked(half, x.bfloat16()), half(x.bfloat16()))
+        assert torch.equal(packed(half, x.bfloat16()), half(x.bfloat16()))
+        unpacked = packed_always(linear(8, 16, bias=False), dtype=torch.bfloat16)  # a bf16 model: not a candidate
+        assert unpacked.kernel == "torch"
 
 
 @pytest.mark.parametrize(("speedup", "kernel"), [(0.8, "torch"), (1.0, "torch"), (1.6, "onednn-packed")])
@@ -121,6 +122,18 @@ def test_never_packing_leaves_the_modules_alone():
     assert (packed.kernel, packed.trial) == ("torch", None)
 
 
-def test_an_unknown_choice_is_refused_by_its_option_name():
-    with pytest.raises(EvalError, match="model.pack_linears='fast'"):
-        PackedLinears([[linear(8, 4, bias=False)]], [], torch.float32, CPU, pack="fast")
+@pytest.mark.parametrize("choice", ["fast", 1, 0, 1.0])
+def test_an_unknown_choice_is_refused_by_its_option_name(choice):
+    with pytest.raises(EvalError, match=f"model.pack_linears={choice!r} is not one of"):
+        PackedLinears([[linear(8, 4, bias=False)]], [], torch.float32, CPU, pack=choice)
+
+
+def test_auto_does_not_pack_what_would_crowd_the_free_memory(monkeypatch):
+    layers = [[linear(256, 64, bias=False, seed=i)] for i in range(2)]
+    needed = 2 * 256 * 64 * 4
+    monkeypatch.setattr(cpu_linear, "_free_memory_bytes", lambda: 2 * needed - 1)
+    crowded = PackedLinears(layers, [], torch.float32, CPU, pack="auto")
+    assert (crowded.kernel, crowded.packed_bytes) == ("torch", 0)
+    assert crowded.trial == {"skipped": f"packed copies of {needed / 2**30:.2f} GiB; {(2 * needed - 1) / 2**30:.2f} GiB free"}
+    monkeypatch.setattr(cpu_linear, "_free_memory_bytes", lambda: 2 * needed)
+    assert "skipped" not in PackedLinears(layers, [], torch.float32, CPU, pack="auto").trial

@@ -17,9 +17,10 @@ from tests.test_hf_backend import PROMPTS, backend, few_shot_requests, loglik_re
 FACTS = ("text", "finish_reason", "stop", "prompt_tokens", "generated_tokens")
 
 
-@pytest.fixture(scope="module")
-def packed(tiny_qwen2) -> HFBackend:
-    return backend(tiny_qwen2, max_batch_size=3, pack_linears=True)
+@pytest.fixture(scope="module", params=[True, False], ids=["onednn", "torch-linear"])
+def packed(tiny_qwen2, request) -> HFBackend:
+    """The packed engine with each of its linear kernels (`cpu_linear.py`), chosen here rather than by timing."""
+    return backend(tiny_qwen2, max_batch_size=3, pack_linears=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +40,15 @@ def facts(generations) -> list[list]:
 def test_the_tiny_model_runs_packed_and_refilled(packed, padded):
     assert packed.describe()["scoring_forward"] == "packed" and packed.generator.engine == "refill"
     assert padded.describe()["scoring_forward"] == "padded" and padded.generator.engine == "static"
-    # The projections' kernel changes the last bits of every output: it is recorded and keys stored results.
-    assert (packed.describe()["linear_kernel"], packed.identity()["linear_kernel"]) == ("onednn-packed",) * 2
-    assert (padded.describe()["linear_kernel"], padded.identity()["linear_kernel"]) == ("torch",) * 2
+    # The projections' kernel changes the last bits of every output: the run records the one it ran, per
+    # request kind, and stored results are keyed by the setting that chose it.
+    kernel = "onednn-packed" if packed.pack_linears else "torch"
+    assert packed.describe()["linear_kernel"] == {"scoring": kernel, "generation": kernel}
+    assert padded.describe()["linear_kernel"] == {"scoring": "torch", "generation": "torch"}
+    assert packed.identity()["pack_linears"] is packed.pack_linears
     projections = [p for n, p in packed.model.named_parameters() if n.endswith("proj.weight")] + [packed.model.lm_head.weight]
-    assert packed.describe()["linear_packed_bytes"] == sum(p.numel() * 4 for p in projections)
+    expected_bytes = sum(p.numel() * 4 for p in projections) if packed.pack_linears else 0
+    assert packed.describe()["linear_packed_bytes"] == expected_bytes
     assert padded.describe()["linear_packed_bytes"] == 0
 
 

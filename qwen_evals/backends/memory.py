@@ -5,7 +5,8 @@
   (int8 row scales; NF4 block absmax and code book), which transformers'
   `get_memory_footprint` leaves out. The packed engine's oneDNN copies of the
   projections (`hf/cpu_linear.py`) are not parameters: the backend reports them
-  beside, as `linear_packed_bytes`; the peaks below include them.
+  beside, as `linear_packed_bytes`; `peak_bytes` includes them (they are made
+  after the load).
 - `load_peak_bytes`: the peak while the model loads (a quantized load holds
   unquantized tensors for a while; an unquantized CPU load holds the weights
   file's map and their copy on huge pages, `hf/host_memory.py`, for a moment);

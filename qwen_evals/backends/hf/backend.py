@@ -68,6 +68,7 @@ class HFBackend:
         generation_kwargs: dict[str, Any] | None = None,
     ) -> None:
         check_choice(pack_linears)  # before the slow load
+        self.pack_linears = pack_linears
         self.name = name
         self.path = path
         self.revision = revision
@@ -198,7 +199,9 @@ class HFBackend:
             "max_length": self.max_length,
             "generation_engine": self.generation_engine,
             "scoring_forward": self.scoring_forward,
-            "linear_kernel": self.linear_kernel,
+            # The setting, not the kernel a timing trial chose: shards and resumed runs of one
+            # configuration share their keys, as they do across processors and thread counts.
+            "pack_linears": self.pack_linears,
             "generation_kwargs": self.generation_kwargs,
         }
 
@@ -207,9 +210,11 @@ class HFBackend:
         return "packed" if self.decoder is not None else "padded"
 
     @property
-    def linear_kernel(self) -> str:
-        """What multiplies the packed engine's projections (`cpu_linear.py`); `torch` where transformers' forward runs."""
-        return self.decoder.linear.kernel if self.decoder is not None else "torch"
+    def linear_kernel(self) -> dict[str, str]:
+        """What multiplies the projections of each request kind: the packed engine's kernel (`cpu_linear.py`) where
+        it runs them, `torch` where transformers' forward does (the padded path, `generate`)."""
+        packed = self.decoder.linear.kernel if self.decoder is not None else "torch"
+        return {"scoring": packed, "generation": packed if self.generator.engine == "refill" else "torch"}
 
     @contextmanager
     def one_at_a_time(self) -> Iterator[None]:

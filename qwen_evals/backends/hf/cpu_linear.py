@@ -15,11 +15,13 @@ a scoring batch's row count over one layer. oneDNN is kept, and the other
 layers packed, when its speed-up averaged geometrically over the two is
 above 1. The times are recorded.
 
-A row's result through oneDNN does not depend on the other rows of the call
-(bit for bit, alone or in a batch of any size), where MKL's sgemm gives
-last-bit differences; and its sums round in another order than MKL's, so
-logits differ from transformers' own forward in the last bits. The kernel is
-part of the backend's identity (`PackedLinears.kernel`).
+On the CPUs measured, a row's result through oneDNN did not depend on the
+other rows of the call (bit for bit, alone or in a batch of any size), where
+MKL's sgemm gave last-bit differences; and its sums round in another order
+than MKL's, so logits differ from transformers' own forward in the last bits.
+The run records the kernel it chose (`PackedLinears.kernel`); stored results
+are keyed by the setting (`model.pack_linears`), as they are not by the
+processor or thread count, which move the last bits too.
 
 The packed copies sit beside the model's own weights, which its forward
 (transformers' `generate`, other engines) still reads: where oneDNN is kept,
@@ -44,13 +46,30 @@ TRIAL_ROWS = {"decode": 32, "score": 1024}
 """Row counts the load-time trial times: a decoding step's live slots, and a scoring batch's tokens."""
 TRIAL_ROUNDS = 3
 TRIAL_BYTES = 256 * 2**20
-"""Weights the decoding-row trial cycles through: far more than a CPU's caches, so they stream from memory as in a
-step, and few enough that a large model's trial takes seconds and packs no more than that before the choice."""
+"""Weights the decoding-row trial cycles through (whole layers, at least one): far more than a CPU's caches, so they
+stream from memory as in a step, and for a large model a few of its layers rather than all of them."""
 
 
 def check_choice(pack: object) -> None:
-    if pack not in ("auto", True, False):
+    if not (pack == "auto" or isinstance(pack, bool)):  # not `in (...)`: 1 == True
         raise EvalError(f"model.pack_linears={pack!r} is not one of auto, true, false")
+
+
+def _packable(module: Any, dtype: torch.dtype) -> bool:
+    """Exactly `Linear` with weights of the model's float dtype: quantized layers (bitsandbytes') subclass it."""
+    return type(module) is torch.nn.Linear and module.weight.dtype == dtype
+
+
+def _free_memory_bytes() -> int | None:
+    """Memory the system can still give (Linux `MemAvailable`); None where it cannot say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def _streamed(layers: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
@@ -87,23 +106,37 @@ class PackedLinears:
         check_choice(pack)
         self._packed: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.trial: dict[str, Any] | None = None
-        """Milliseconds of each kernel on the trial's products, when `pack="auto"` timed them."""
+        """With `pack="auto"`: milliseconds of each kernel on the trial's products, or why none were timed."""
         if pack and packing_available(dtype, device):
-            # Exactly `Linear` with float weights: quantized layers (bitsandbytes') subclass it.
-            packable = [[m for m in layer if type(m) is torch.nn.Linear and m.weight.dtype == dtype] for layer in layers]
-            if pack == "auto" and any(packable):
-                trial_layers = _streamed(packable)
-                self._pack(m for layer in trial_layers for m in layer)
-                self.trial = self._time_both(trial_layers, dtype)
-                if self.trial["onednn_speedup"] <= 1.0:
-                    self._packed.clear()
+            layers = [[m for m in layer if _packable(m, dtype)] for layer in layers]
+            everything = [*(m for layer in layers for m in layer), *(m for m in extra if _packable(m, dtype))]
+            if pack == "auto" and everything:
+                self.trial = self._try(layers, everything, dtype)
             if pack is True or self._packed:
-                extra_packable = [m for m in extra if type(m) is torch.nn.Linear and m.weight.dtype == dtype]
-                self._pack(m for m in [*(m for layer in packable for m in layer), *extra_packable] if id(m) not in self._packed)
+                self._pack(m for m in everything if id(m) not in self._packed)
         self.kernel = "onednn-packed" if self._packed else "torch"
         """What multiplies the decoder's projections: `onednn-packed`, or `torch` (the modules' own `linear`)."""
         self.packed_bytes = sum(w.numel() * w.element_size() for w, _ in self._packed.values())
         """Memory of the packed copies, beside the model's own weights."""
+
+    def _try(self, layers: list[list[Any]], everything: list[Any], dtype: torch.dtype) -> dict[str, Any]:
+        """The trial's record; the streamed layers stay packed only where oneDNN wins it.
+
+        Skipped where the packed copies would take more than half the memory the
+        system has free: speed is not worth a load that runs out of memory.
+        """
+        if not any(layers):
+            return {"skipped": "no layer products to time"}
+        needed = sum(m.weight.numel() * m.weight.element_size() for m in everything)
+        free = _free_memory_bytes()
+        if free is not None and needed > free / 2:
+            return {"skipped": f"packed copies of {needed / 2**30:.2f} GiB; {free / 2**30:.2f} GiB free"}
+        streamed = _streamed(layers)
+        self._pack(m for layer in streamed for m in layer)
+        trial = self._time_both(streamed, dtype)
+        if trial["onednn_speedup"] <= 1.0:
+            self._packed.clear()
+        return trial
 
     @torch.inference_mode()
     def _pack(self, modules: Iterable[Any]) -> None:

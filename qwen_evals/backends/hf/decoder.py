@@ -14,9 +14,10 @@ the RMSNorms run their formula with the steps in place, and the rotary
 embedding skips its negated, concatenated copy of every head (each only where
 it reproduces the model's own function bit for bit on a probe); the SiLU-gated
 MLP applies its activation and gate in place on the projections' fresh outputs.
-The projections and the LM head themselves, in float32 on the CPU, multiply
-through oneDNN on weights laid out once (`cpu_linear.py`): the same weights,
-another kernel, whose sums round in another order than torch's `linear`.
+The projections (the MLP's where it is SiLU-gated) and the LM head, in
+float32 on the CPU, multiply through oneDNN on weights laid out once where
+`cpu_linear.py` finds that faster: the same weights, another kernel, whose
+sums round in another order than torch's `linear`.
 A layer runs on all tokens of a forward at once: splitting them into chunks
 of 512-1,024 tokens, to keep the element-wise steps' data in cache, measured
 5-10% slower on the CPU (the chunks' outputs must be joined again).
