@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from qwen_evals.backends.hf.cpu_linear import BATCH_HINT, packing_available
+from qwen_evals.backends.hf.cpu_linear import packed_product, packed_weight, packing_available
 
 MATMUL = (2048, 2048, 2048)
 COPY_BYTES = 512 * 2**20
@@ -69,9 +69,8 @@ def matmul_flops(dtype: torch.dtype, device: str, shape: tuple[int, int, int] = 
     out = torch.empty(m, n, dtype=dtype, device=device)
     rates = {"mm_flops_per_s": 2 * m * k * n / best_seconds(lambda: torch.mm(a, b, out=out))}
     if packing_available(dtype, torch.device(device)):
-        packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), BATCH_HINT)
-        product = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")  # noqa: E731
-        rates["onednn_packed_flops_per_s"] = 2 * m * k * n / best_seconds(product)
+        packed = packed_weight(b.t().contiguous())
+        rates["onednn_packed_flops_per_s"] = 2 * m * k * n / best_seconds(lambda: packed_product(a, packed))
     return {"matmul_flops_per_s": max(rates.values()), **rates}
 
 

@@ -55,6 +55,20 @@ def check_choice(pack: object) -> None:
         raise EvalError(f"model.pack_linears={pack!r} is not one of auto, true, false")
 
 
+def packed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A (out, in) weight laid out once in oneDNN's blocked format."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), BATCH_HINT)
+
+
+def packed_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T + bias through oneDNN, `weight` from `packed_weight`."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _weight_bytes(module: Any) -> int:
+    return module.weight.numel() * module.weight.element_size()
+
+
 def _packable(module: Any, dtype: torch.dtype) -> bool:
     """Exactly `Linear` with weights of the model's float dtype: quantized layers (bitsandbytes') subclass it."""
     return type(module) is torch.nn.Linear and module.weight.dtype == dtype
@@ -76,7 +90,7 @@ def _streamed(layers: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     """The leading layers whose weights reach `TRIAL_BYTES` (all of them in a smaller model)."""
     total = 0
     for count, layer in enumerate(layers, start=1):
-        total += sum(m.weight.numel() * m.weight.element_size() for m in layer)
+        total += sum(map(_weight_bytes, layer))
         if total >= TRIAL_BYTES:
             return layers[:count]
     return layers
@@ -127,7 +141,7 @@ class PackedLinears:
         """
         if not any(layers):
             return {"skipped": "no layer products to time"}
-        needed = sum(m.weight.numel() * m.weight.element_size() for m in everything)
+        needed = sum(map(_weight_bytes, everything))
         free = _free_memory_bytes()
         if free is not None and needed > free / 2:
             return {"skipped": f"packed copies of {needed / 2**30:.2f} GiB; {free / 2**30:.2f} GiB free"}
@@ -141,14 +155,13 @@ class PackedLinears:
     @torch.inference_mode()
     def _pack(self, modules: Iterable[Any]) -> None:
         for module in modules:
-            self._packed[id(module)] = (torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), BATCH_HINT), module.bias)
+            self._packed[id(module)] = (packed_weight(module.weight), module.bias)
 
     def __call__(self, module: Any, x: torch.Tensor) -> torch.Tensor:
         packed = self._packed.get(id(module))
         if packed is None:
             return module(x)
-        weight, bias = packed
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return packed_product(x, *packed)
 
     @torch.inference_mode()
     def _time_both(self, layers: Sequence[Sequence[Any]], dtype: torch.dtype) -> dict[str, Any]:
